@@ -1,0 +1,43 @@
+# ism_state: PGXS build, install and tests.
+#
+#   make                  build (warnings are errors)
+#   make install          install into the server found by pg_config
+#   make installcheck     pg_regress (sql_tests/ -> expected/) and the TAP
+#                         integration tests (test/t/), each in a throwaway
+#                         cluster; see scripts/test.sh for the whole run
+
+EXTENSION    = ism_state
+MODULE_big   = ism_state
+OBJS         = src/ism_state.o src/settings.o src/stats.o src/nats_conn.o \
+               src/worker.o
+DATA         = $(wildcard sql/ism_state--*.sql)
+PGFILEDESC   = "ism_state - Alethic ISM state router and state tables"
+
+PG_CPPFLAGS  = -I$(srcdir)/src
+# -Wextra, less unused-parameter: PostgreSQL's own headers (bufpage.h) and
+# its fixed-signature callbacks (signal, shmem-exit) trip it.
+PG_CFLAGS    = -Wall -Wextra -Werror -Wno-unused-parameter
+SHLIB_LINK   = -lnats
+
+# pg_regress wants <dir>/sql and <dir>/expected; test/regress links them to
+# the top-level sql_tests/ and expected/.
+REGRESS      = $(basename $(notdir $(wildcard sql_tests/*.sql)))
+REGRESS_OPTS = --inputdir=test/regress \
+               --temp-instance=tmp_check_regress \
+               --temp-config=test/regress/ism_state.conf
+
+TAP_TESTS    = 1
+PROVE_TESTS  = test/t/*.pl
+PROVE_FLAGS  = -I test/lib
+
+EXTRA_CLEAN  = test/ism-nats tmp_check_regress
+
+PG_CONFIG   ?= pg_config
+PGXS        := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# A small NATS command-line client the integration tests drive NATS with.
+test/ism-nats: test/ism_nats.c
+	$(CC) $(CFLAGS) -Wextra -Werror -o $@ $< -lnats
+
+installcheck: test/ism-nats

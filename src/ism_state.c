@@ -1,0 +1,57 @@
+/*-------------------------------------------------------------------------
+ *
+ * ism_state.c
+ *	  Module entry point: settings, shared memory and worker registration.
+ *
+ * _PG_init runs in the postmaster.  It must not touch nats.c: the library
+ * starts threads, and the postmaster forks every backend.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ism_state.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+ism_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	ism_stats_request_shmem();
+}
+
+static void
+ism_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	ism_stats_startup_shmem();
+}
+
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ism_state must be loaded via shared_preload_libraries"),
+				 errhint("Add ism_state to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	ism_define_settings();
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = ism_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = ism_shmem_startup;
+
+	ism_register_workers();
+}

@@ -1,0 +1,99 @@
+/*-------------------------------------------------------------------------
+ *
+ * ism_state.h
+ *	  Declarations shared by the ism_state extension's source files.
+ *
+ * ism_state runs the Alethic ISM state router and state-tables writer as
+ * background workers inside PostgreSQL.  Each worker owns one NATS
+ * connection, driven from its main thread only (see nats_conn.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ISM_STATE_H
+#define ISM_STATE_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+
+#define ISM_EXTENSION_NAME	"ism_state"
+
+/* Upper bound of ism_state.writer_workers; the router is one more worker. */
+#define ISM_MAX_WRITERS		16
+
+/* Settings (settings.c) */
+extern char *ism_database;
+extern int	ism_writer_workers;
+extern char *ism_nats_url;
+extern char *ism_routing_file;
+extern char *ism_catalog_schema;
+extern char *ism_data_schema;
+extern char *ism_nats_user;
+extern char *ism_nats_password;
+extern char *ism_nats_token;
+extern char *ism_nats_creds_file;
+extern char *ism_nats_tls_ca;
+extern char *ism_nats_tls_cert;
+extern char *ism_nats_tls_key;
+extern int	ism_nats_connect_timeout_ms;
+extern int	ism_nats_reconnect_wait_ms;
+
+extern void ism_define_settings(void);
+extern bool ism_validate_nats_url(const char *url, char *errbuf, size_t errlen);
+extern void ism_redact_url(const char *url, char *buf, size_t buflen);
+
+/* What a worker does.  Slot 0 is the router; slots 1..N are writers. */
+typedef enum IsmWorkerRole
+{
+	ISM_ROLE_ROUTER,
+	ISM_ROLE_WRITER
+} IsmWorkerRole;
+
+/* The worker's own lifecycle, as shown in pg_stat_ism_worker.state. */
+typedef enum IsmWorkerState
+{
+	ISM_WORKER_STOPPED,
+	ISM_WORKER_STARTING,
+	ISM_WORKER_WAITING_FOR_EXTENSION,
+	ISM_WORKER_CONFIG_ERROR,
+	ISM_WORKER_CONNECTING,
+	ISM_WORKER_RUNNING,
+	ISM_WORKER_STOPPING
+} IsmWorkerState;
+
+/* The NATS connection's state, as shown in pg_stat_ism_worker.nats_state. */
+typedef enum IsmNatsState
+{
+	ISM_NATS_DISCONNECTED,
+	ISM_NATS_CONNECTING,
+	ISM_NATS_CONNECTED,
+	ISM_NATS_RECONNECTING,
+	ISM_NATS_CLOSED
+} IsmNatsState;
+
+extern const char *ism_worker_role_name(IsmWorkerRole role);
+
+/* Shared memory and statistics (stats.c) */
+extern void ism_stats_request_shmem(void);
+extern void ism_stats_startup_shmem(void);
+extern void ism_stats_attach_worker(int slot, IsmWorkerRole role);
+extern void ism_stats_set_state(IsmWorkerState state);
+extern void ism_stats_set_nats(IsmNatsState state, const char *server,
+							   int64 reconnects);
+extern void ism_stats_set_error(const char *message);
+extern void ism_stats_touch(void);
+
+/* Background worker (worker.c) */
+extern void ism_register_workers(void);
+extern PGDLLEXPORT void ism_worker_main(Datum main_arg);
+
+/* NATS connection (nats_conn.c); main thread only */
+extern bool ism_nats_connect(const char *client_name, char *errbuf, size_t errlen);
+extern bool ism_nats_is_open(void);
+extern IsmNatsState ism_nats_poll(char *server, size_t serverlen,
+								  int64 *reconnects,
+								  char *errbuf, size_t errlen);
+extern void ism_nats_disconnect(void);
+extern void ism_nats_shutdown(void);
+
+#endif							/* ISM_STATE_H */

@@ -1,0 +1,243 @@
+/*-------------------------------------------------------------------------
+ *
+ * nats_conn.c
+ *	  The worker's NATS connection, through nats.c.
+ *
+ * Rules that keep nats.c and PostgreSQL apart:
+ *
+ * - Every call here runs on the worker's main thread.  No callbacks are
+ *   registered: the worker polls the connection's state instead, so no
+ *   PostgreSQL code can ever run on a nats.c thread.
+ * - nats.c starts threads in nats_Open and in natsConnection_Connect (and
+ *   those threads start the reconnect thread).  Threads inherit the signal
+ *   mask of their creator, so all signals are blocked around those calls:
+ *   SIGTERM, SIGHUP, SIGUSR1 and SIGURG (latches) must reach the main thread.
+ * - Nothing here reports errors itself: they come back as text in the
+ *   caller's buffer, and the caller decides how loud to be.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ism_state.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <nats/nats.h>
+
+static natsConnection *conn = NULL;
+static natsStatistics *conn_stats = NULL;
+static bool library_open = false;
+static uint64_t seen_reconnects = 0;
+
+/* Run the calls that may create threads with every signal blocked. */
+static void
+block_all_signals(sigset_t *saved)
+{
+	sigset_t	all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, saved);
+}
+
+static void
+restore_signals(const sigset_t *saved)
+{
+	pthread_sigmask(SIG_SETMASK, saved, NULL);
+}
+
+/*
+ * "<status text>: <library detail>", without the detail's "(file.c:123): "
+ * prefix and without saying the same thing twice.
+ */
+static void
+describe_failure(natsStatus s, char *errbuf, size_t errlen)
+{
+	natsStatus	detail_status;
+	const char *detail = nats_GetLastError(&detail_status);
+	const char *text = natsStatus_GetText(s);
+
+	if (detail && detail[0] == '(')
+	{
+		const char *after = strstr(detail, "): ");
+
+		if (after)
+			detail = after + 3;
+	}
+	if (detail && detail[0] && strcmp(detail, text) != 0)
+		snprintf(errbuf, errlen, "%s: %s", text, detail);
+	else
+		snprintf(errbuf, errlen, "%s", text);
+}
+
+static natsStatus
+set_credentials(natsOptions *opts)
+{
+	natsStatus	s = NATS_OK;
+
+	if (s == NATS_OK && ism_nats_user[0])
+		s = natsOptions_SetUserInfo(opts, ism_nats_user,
+									ism_nats_password[0] ? ism_nats_password : NULL);
+	if (s == NATS_OK && ism_nats_token[0])
+		s = natsOptions_SetToken(opts, ism_nats_token);
+	if (s == NATS_OK && ism_nats_creds_file[0])
+		s = natsOptions_SetUserCredentialsFromFiles(opts, ism_nats_creds_file, NULL);
+	return s;
+}
+
+static natsStatus
+set_tls(natsOptions *opts)
+{
+	natsStatus	s = NATS_OK;
+
+	if (!ism_nats_tls_ca[0] && !ism_nats_tls_cert[0])
+		return NATS_OK;
+
+	s = natsOptions_SetSecure(opts, true);
+	if (s == NATS_OK && ism_nats_tls_ca[0])
+		s = natsOptions_LoadCATrustedCertificates(opts, ism_nats_tls_ca);
+	if (s == NATS_OK && ism_nats_tls_cert[0])
+		s = natsOptions_LoadCertificatesChain(opts, ism_nats_tls_cert,
+											  ism_nats_tls_key);
+	return s;
+}
+
+static natsStatus
+build_options(natsOptions **opts, const char *client_name)
+{
+	natsStatus	s = natsOptions_Create(opts);
+
+	if (s == NATS_OK)
+		s = natsOptions_SetURL(*opts, ism_nats_url);
+	if (s == NATS_OK)
+		s = natsOptions_SetName(*opts, client_name);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(*opts, ism_nats_connect_timeout_ms);
+	/* once connected, nats.c keeps trying for ever on its own */
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxReconnect(*opts, -1);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectWait(*opts, ism_nats_reconnect_wait_ms);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectJitter(*opts, 100, 1000);
+	if (s == NATS_OK)
+		s = set_credentials(*opts);
+	if (s == NATS_OK)
+		s = set_tls(*opts);
+	return s;
+}
+
+/*
+ * One attempt to connect with the current settings.  Returns false with
+ * errbuf filled when the servers cannot be reached or refuse us.
+ */
+bool
+ism_nats_connect(const char *client_name, char *errbuf, size_t errlen)
+{
+	natsOptions *opts = NULL;
+	natsStatus	s = NATS_OK;
+	sigset_t	saved;
+
+	if (conn != NULL)
+		return true;
+
+	block_all_signals(&saved);
+	if (!library_open)
+	{
+		s = nats_Open(-1);
+		library_open = (s == NATS_OK);
+	}
+	if (s == NATS_OK && conn_stats == NULL)
+		s = natsStatistics_Create(&conn_stats);
+	if (s == NATS_OK)
+		s = build_options(&opts, client_name);
+	if (s == NATS_OK)
+		s = natsConnection_Connect(&conn, opts);
+	restore_signals(&saved);
+
+	if (s != NATS_OK)
+	{
+		describe_failure(s, errbuf, errlen);
+		natsConnection_Destroy(conn);
+		conn = NULL;
+	}
+	natsOptions_Destroy(opts);
+	seen_reconnects = 0;
+	return s == NATS_OK;
+}
+
+bool
+ism_nats_is_open(void)
+{
+	return conn != NULL;
+}
+
+/*
+ * The connection's state now.  Fills server with the connected URL
+ * (password masked), *reconnects with the reconnections since the last
+ * poll, and errbuf with the library's last error on this connection.
+ */
+IsmNatsState
+ism_nats_poll(char *server, size_t serverlen, int64 *reconnects,
+			  char *errbuf, size_t errlen)
+{
+	uint64_t	total = 0;
+	const char *last_error = NULL;
+	char		url[512];
+
+	*reconnects = 0;
+	errbuf[0] = '\0';
+	if (conn == NULL)
+		return ISM_NATS_DISCONNECTED;
+
+	if (natsConnection_GetConnectedUrl(conn, url, sizeof(url)) == NATS_OK && url[0])
+		ism_redact_url(url, server, serverlen);
+
+	if (natsConnection_GetStats(conn, conn_stats) == NATS_OK &&
+		natsStatistics_GetCounts(conn_stats, NULL, NULL, NULL, NULL, &total) == NATS_OK)
+	{
+		*reconnects = (int64) (total - seen_reconnects);
+		seen_reconnects = total;
+	}
+
+	if (natsConnection_GetLastError(conn, &last_error) != NATS_OK && last_error)
+		strlcpy(errbuf, last_error, errlen);
+
+	switch (natsConnection_Status(conn))
+	{
+		case NATS_CONN_STATUS_CONNECTED:
+		case NATS_CONN_STATUS_DRAINING_SUBS:
+		case NATS_CONN_STATUS_DRAINING_PUBS:
+			return ISM_NATS_CONNECTED;
+		case NATS_CONN_STATUS_CONNECTING:
+			return ISM_NATS_CONNECTING;
+		case NATS_CONN_STATUS_RECONNECTING:
+			return ISM_NATS_RECONNECTING;
+		case NATS_CONN_STATUS_CLOSED:
+			return ISM_NATS_CLOSED;
+		case NATS_CONN_STATUS_DISCONNECTED:
+			return ISM_NATS_DISCONNECTED;
+	}
+	return ISM_NATS_DISCONNECTED;
+}
+
+void
+ism_nats_disconnect(void)
+{
+	if (conn == NULL)
+		return;
+	natsConnection_Destroy(conn);
+	conn = NULL;
+}
+
+/* At worker exit: close the connection and let nats.c's threads finish. */
+void
+ism_nats_shutdown(void)
+{
+	ism_nats_disconnect();
+	if (conn_stats)
+		natsStatistics_Destroy(conn_stats);
+	conn_stats = NULL;
+	if (library_open)
+		nats_CloseAndWait(1000);
+	library_open = false;
+}

@@ -1,0 +1,296 @@
+/*-------------------------------------------------------------------------
+ *
+ * stats.c
+ *	  Shared-memory status of the ism_state workers, and the functions
+ *	  behind the pg_stat_ism_* views.
+ *
+ * Each worker owns one slot and is its only writer.  A per-slot spinlock
+ * guards it: holders copy a few hundred bytes and let go, so a reader never
+ * makes the worker wait, nor the other way round.  The array is sized at
+ * postmaster start (ism_state.writer_workers is PGC_POSTMASTER).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ism_state.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#define ISM_SERVER_LEN	256
+#define ISM_ERROR_LEN	512
+
+typedef struct IsmWorkerSlot
+{
+	slock_t		mutex;
+	pid_t		pid;			/* 0 when not running */
+	IsmWorkerRole role;
+	IsmWorkerState state;
+	IsmNatsState nats_state;
+	int64		reconnects;		/* connections regained after a loss */
+	TimestampTz started_at;
+	TimestampTz connected_since;
+	TimestampTz last_activity;
+	TimestampTz last_error_at;
+	char		nats_server[ISM_SERVER_LEN];	/* password masked */
+	char		last_error[ISM_ERROR_LEN];
+} IsmWorkerSlot;
+
+typedef struct IsmSharedState
+{
+	int			nslots;
+	IsmWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} IsmSharedState;
+
+static IsmSharedState *ism_shared = NULL;
+static IsmWorkerSlot *my_slot = NULL;
+
+static int
+ism_slot_count(void)
+{
+	return 1 + ism_writer_workers;
+}
+
+static Size
+ism_shmem_size(void)
+{
+	return add_size(offsetof(IsmSharedState, slots),
+					mul_size(ism_slot_count(), sizeof(IsmWorkerSlot)));
+}
+
+void
+ism_stats_request_shmem(void)
+{
+	RequestAddinShmemSpace(ism_shmem_size());
+}
+
+void
+ism_stats_startup_shmem(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	ism_shared = ShmemInitStruct("ism_state", ism_shmem_size(), &found);
+	if (!found)
+	{
+		memset(ism_shared, 0, ism_shmem_size());
+		ism_shared->nslots = ism_slot_count();
+		for (int i = 0; i < ism_shared->nslots; i++)
+		{
+			SpinLockInit(&ism_shared->slots[i].mutex);
+			ism_shared->slots[i].role = i == 0 ? ISM_ROLE_ROUTER : ISM_ROLE_WRITER;
+		}
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+const char *
+ism_worker_role_name(IsmWorkerRole role)
+{
+	return role == ISM_ROLE_ROUTER ? "router" : "writer";
+}
+
+static const char *
+worker_state_name(IsmWorkerState state)
+{
+	switch (state)
+	{
+		case ISM_WORKER_STOPPED:
+			return "stopped";
+		case ISM_WORKER_STARTING:
+			return "starting";
+		case ISM_WORKER_WAITING_FOR_EXTENSION:
+			return "waiting_for_extension";
+		case ISM_WORKER_CONFIG_ERROR:
+			return "config_error";
+		case ISM_WORKER_CONNECTING:
+			return "connecting";
+		case ISM_WORKER_RUNNING:
+			return "running";
+		case ISM_WORKER_STOPPING:
+			return "stopping";
+	}
+	return "unknown";
+}
+
+static const char *
+nats_state_name(IsmNatsState state)
+{
+	switch (state)
+	{
+		case ISM_NATS_DISCONNECTED:
+			return "disconnected";
+		case ISM_NATS_CONNECTING:
+			return "connecting";
+		case ISM_NATS_CONNECTED:
+			return "connected";
+		case ISM_NATS_RECONNECTING:
+			return "reconnecting";
+		case ISM_NATS_CLOSED:
+			return "closed";
+	}
+	return "unknown";
+}
+
+static void
+detach_worker(int code, Datum arg)
+{
+	SpinLockAcquire(&my_slot->mutex);
+	my_slot->pid = 0;
+	my_slot->state = ISM_WORKER_STOPPED;
+	my_slot->nats_state = ISM_NATS_DISCONNECTED;
+	my_slot->connected_since = 0;
+	SpinLockRelease(&my_slot->mutex);
+	my_slot = NULL;
+}
+
+/*
+ * Claim this worker's slot.  The last error survives a restart on purpose:
+ * it is often the reason for the restart.
+ */
+void
+ism_stats_attach_worker(int slot, IsmWorkerRole role)
+{
+	if (ism_shared == NULL || slot < 0 || slot >= ism_shared->nslots)
+		elog(FATAL, "ism_state: no shared-memory slot %d for this worker", slot);
+
+	my_slot = &ism_shared->slots[slot];
+	SpinLockAcquire(&my_slot->mutex);
+	my_slot->pid = MyProcPid;
+	my_slot->role = role;
+	my_slot->state = ISM_WORKER_STARTING;
+	my_slot->nats_state = ISM_NATS_DISCONNECTED;
+	my_slot->started_at = GetCurrentTimestamp();
+	my_slot->last_activity = my_slot->started_at;
+	my_slot->connected_since = 0;
+	my_slot->nats_server[0] = '\0';
+	SpinLockRelease(&my_slot->mutex);
+
+	on_shmem_exit(detach_worker, (Datum) 0);
+}
+
+void
+ism_stats_set_state(IsmWorkerState state)
+{
+	SpinLockAcquire(&my_slot->mutex);
+	my_slot->state = state;
+	SpinLockRelease(&my_slot->mutex);
+}
+
+/*
+ * Record the NATS connection's state.  server is the connected URL (masked)
+ * or NULL to keep the last one; new_reconnects is added to the total.
+ */
+void
+ism_stats_set_nats(IsmNatsState state, const char *server, int64 new_reconnects)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&my_slot->mutex);
+	if (state == ISM_NATS_CONNECTED && my_slot->nats_state != ISM_NATS_CONNECTED)
+		my_slot->connected_since = now;
+	else if (state != ISM_NATS_CONNECTED)
+		my_slot->connected_since = 0;
+	my_slot->nats_state = state;
+	if (server)
+		strlcpy(my_slot->nats_server, server, ISM_SERVER_LEN);
+	my_slot->reconnects += new_reconnects;
+	SpinLockRelease(&my_slot->mutex);
+}
+
+void
+ism_stats_set_error(const char *message)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&my_slot->mutex);
+	strlcpy(my_slot->last_error, message, ISM_ERROR_LEN);
+	my_slot->last_error_at = now;
+	SpinLockRelease(&my_slot->mutex);
+}
+
+void
+ism_stats_touch(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&my_slot->mutex);
+	my_slot->last_activity = now;
+	SpinLockRelease(&my_slot->mutex);
+}
+
+static Datum
+timestamp_or_null(TimestampTz ts, bool *isnull)
+{
+	*isnull = (ts == 0);
+	return TimestampTzGetDatum(ts);
+}
+
+static Datum
+text_or_null(const char *s, bool *isnull)
+{
+	*isnull = (s[0] == '\0');
+	return *isnull ? (Datum) 0 : CStringGetTextDatum(s);
+}
+
+PG_FUNCTION_INFO_V1(ism_stat_worker);
+
+/*
+ * ism_state.pg_stat_ism_worker(): one row per configured worker, running
+ * or not.
+ */
+Datum
+ism_stat_worker(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	if (ism_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ism_state shared memory is not initialised"),
+				 errhint("Add ism_state to shared_preload_libraries and restart the server.")));
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	for (int i = 0; i < ism_shared->nslots; i++)
+	{
+		IsmWorkerSlot copy;
+		Datum		values[12];
+		bool		nulls[12] = {0};
+		int			c = 0;
+
+		SpinLockAcquire(&ism_shared->slots[i].mutex);
+		memcpy(&copy, &ism_shared->slots[i], sizeof(copy));
+		SpinLockRelease(&ism_shared->slots[i].mutex);
+
+		nulls[c] = (copy.pid == 0);
+		values[c++] = Int32GetDatum(copy.pid);
+		values[c++] = CStringGetTextDatum(ism_worker_role_name(copy.role));
+		values[c++] = CStringGetTextDatum(ism_database);
+		values[c++] = CStringGetTextDatum(worker_state_name(copy.state));
+		values[c++] = CStringGetTextDatum(nats_state_name(copy.nats_state));
+		values[c] = text_or_null(copy.nats_server, &nulls[c]);
+		c++;
+		values[c] = timestamp_or_null(copy.connected_since, &nulls[c]);
+		c++;
+		values[c++] = Int64GetDatum(copy.reconnects);
+		values[c] = text_or_null(copy.last_error, &nulls[c]);
+		c++;
+		values[c] = timestamp_or_null(copy.last_error_at, &nulls[c]);
+		c++;
+		values[c] = timestamp_or_null(copy.started_at, &nulls[c]);
+		c++;
+		values[c] = timestamp_or_null(copy.last_activity, &nulls[c]);
+		c++;
+		Assert(c == lengthof(values));
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

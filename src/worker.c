@@ -1,0 +1,441 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The ism_state background workers: lifecycle, signals and main loop.
+ *
+ * One router worker and ism_state.writer_workers writer workers, each a
+ * static background worker connected to ism_state.database.  A worker
+ * waits until the extension exists there, then holds a NATS connection and
+ * loops on its latch.  All PostgreSQL and nats.c calls happen on the
+ * worker's main thread.
+ *
+ * Signals: SIGTERM sets a flag, so the worker finishes what it has in hand
+ * and exits at the top of its loop; SIGHUP reloads the settings; SIGUSR1
+ * keeps PostgreSQL's own handler, whose interrupts (such as the barrier
+ * DROP DATABASE waits for) are served by CHECK_FOR_INTERRUPTS after every
+ * wait.  No wait in the loop is longer than a second or the NATS connect
+ * timeout, so none of these is left waiting.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ism_state.h"
+
+#include <unistd.h>
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/backend_status.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+/* Seconds the postmaster waits before restarting a worker that exited. */
+#define ISM_RESTART_SECONDS		5
+
+/* How often the loop looks at the extension and the NATS connection. */
+#define ISM_POLL_MS				1000
+
+/* How long a worker with unusable settings sleeps (SIGHUP wakes it). */
+#define ISM_CONFIG_ERROR_SLEEP_MS	60000
+
+/* First retry delay after a failed connection attempt; doubles each time. */
+#define ISM_FIRST_BACKOFF_MS	100
+
+#define ISM_MSG_LEN				512
+
+typedef struct IsmWorker
+{
+	int			slot;
+	IsmWorkerRole role;
+	char		client_name[BGW_MAXLEN + NAMEDATALEN + 4];
+	bool		settings_ok;
+	char	   *nats_settings;	/* fingerprint of the connection settings */
+	bool		extension_present;
+	bool		waiting_logged;
+	bool		ever_connected; /* a later connect counts as a reconnect */
+	IsmNatsState nats_state;
+	int			backoff_ms;
+	TimestampTz next_connect_at;
+	char		server[256];	/* masked */
+	char		logged_error[ISM_MSG_LEN];	/* last connect error logged */
+	char		activity[128];
+} IsmWorker;
+
+static volatile sig_atomic_t got_sigterm = false;
+
+static void
+handle_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	got_sigterm = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+void
+ism_register_workers(void)
+{
+	for (int slot = 0; slot <= ism_writer_workers; slot++)
+	{
+		BackgroundWorker worker;
+		IsmWorkerRole role = slot == 0 ? ISM_ROLE_ROUTER : ISM_ROLE_WRITER;
+
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+			BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = ISM_RESTART_SECONDS;
+		strlcpy(worker.bgw_library_name, "ism_state", BGW_MAXLEN);
+		strlcpy(worker.bgw_function_name, "ism_worker_main", BGW_MAXLEN);
+		snprintf(worker.bgw_type, BGW_MAXLEN, "ism_state %s",
+				 ism_worker_role_name(role));
+		if (role == ISM_ROLE_ROUTER)
+			snprintf(worker.bgw_name, BGW_MAXLEN, "ism_state router");
+		else
+			snprintf(worker.bgw_name, BGW_MAXLEN, "ism_state writer %d", slot);
+		worker.bgw_main_arg = Int32GetDatum(slot);
+		RegisterBackgroundWorker(&worker);
+	}
+}
+
+/* pgstat_report_activity, only when the text changes. */
+static void
+report_activity(IsmWorker *w, BackendState state, const char *what)
+{
+	if (strcmp(w->activity, what) == 0)
+		return;
+	strlcpy(w->activity, what, sizeof(w->activity));
+	pgstat_report_activity(state, what);
+}
+
+/* Everything that decides how to reach NATS, to notice changes on reload. */
+static char *
+nats_settings_fingerprint(void)
+{
+	return psprintf("%s|%s|%s|%s|%s|%s|%s|%s|%d|%d",
+					ism_nats_url, ism_nats_user, ism_nats_password,
+					ism_nats_token, ism_nats_creds_file, ism_nats_tls_ca,
+					ism_nats_tls_cert, ism_nats_tls_key,
+					ism_nats_connect_timeout_ms, ism_nats_reconnect_wait_ms);
+}
+
+static bool
+settings_are_usable(IsmWorker *w)
+{
+	char		err[ISM_MSG_LEN];
+	char		msg[ISM_MSG_LEN + 64];
+
+	if (!ism_validate_nats_url(ism_nats_url, err, sizeof(err)))
+	{
+		snprintf(msg, sizeof(msg), "invalid ism_state.nats_url: %s", err);
+		ereport(WARNING,
+				(errmsg("%s: %s", MyBgworkerEntry->bgw_name, msg),
+				 errhint("Fix the setting and reload the configuration (SELECT pg_reload_conf()).")));
+		ism_stats_set_error(msg);
+		return false;
+	}
+	if (ism_nats_tls_cert[0] && !ism_nats_tls_key[0])
+	{
+		snprintf(msg, sizeof(msg),
+				 "ism_state.nats_tls_cert is set but ism_state.nats_tls_key is not");
+		ereport(WARNING, (errmsg("%s: %s", MyBgworkerEntry->bgw_name, msg)));
+		ism_stats_set_error(msg);
+		return false;
+	}
+
+	/* The router seeds the route catalogue from this file. */
+	if (w->role == ISM_ROLE_ROUTER && ism_routing_file[0] &&
+		access(ism_routing_file, R_OK) != 0)
+	{
+		snprintf(msg, sizeof(msg),
+				 "could not read ism_state.routing_file \"%s\": %s",
+				 ism_routing_file, strerror(errno));
+		ereport(WARNING, (errmsg("%s: %s", MyBgworkerEntry->bgw_name, msg)));
+		ism_stats_set_error(msg);
+	}
+	return true;
+}
+
+/* Re-read settings; a change in how to reach NATS means a new connection. */
+static void
+apply_settings(IsmWorker *w)
+{
+	char	   *fingerprint = nats_settings_fingerprint();
+
+	w->settings_ok = settings_are_usable(w);
+	if (w->nats_settings && strcmp(fingerprint, w->nats_settings) != 0 &&
+		ism_nats_is_open())
+	{
+		ereport(LOG,
+				(errmsg("%s: NATS settings changed, reconnecting",
+						MyBgworkerEntry->bgw_name)));
+		ism_nats_disconnect();
+		w->nats_state = ISM_NATS_DISCONNECTED;
+		ism_stats_set_nats(ISM_NATS_DISCONNECTED, NULL, 0);
+	}
+	if (w->nats_settings)
+		pfree(w->nats_settings);
+	w->nats_settings = fingerprint;
+	w->backoff_ms = 0;
+	w->next_connect_at = 0;
+	w->logged_error[0] = '\0';
+}
+
+static bool
+extension_exists(void)
+{
+	bool		exists;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	exists = OidIsValid(get_extension_oid(ISM_EXTENSION_NAME, true));
+	CommitTransactionCommand();
+	return exists;
+}
+
+/*
+ * Is the extension installed in our database?  Logs once when it is
+ * missing and once when it appears; drops the NATS connection while it is
+ * missing, as there is nothing to do with it.
+ */
+static bool
+ensure_extension(IsmWorker *w)
+{
+	bool		present = extension_exists();
+
+	if (present && !w->extension_present)
+		ereport(LOG,
+				(errmsg("%s: extension \"%s\" found in database \"%s\"",
+						MyBgworkerEntry->bgw_name, ISM_EXTENSION_NAME,
+						ism_database)));
+	else if (!present && !w->waiting_logged)
+	{
+		ereport(LOG,
+				(errmsg("%s: extension \"%s\" is not installed in database \"%s\"; waiting",
+						MyBgworkerEntry->bgw_name, ISM_EXTENSION_NAME, ism_database),
+				 errhint("Run CREATE EXTENSION %s in database \"%s\".",
+						 ISM_EXTENSION_NAME, ism_database)));
+		w->waiting_logged = true;
+	}
+
+	if (!present)
+	{
+		if (ism_nats_is_open())
+		{
+			ism_nats_disconnect();
+			w->nats_state = ISM_NATS_DISCONNECTED;
+			ism_stats_set_nats(ISM_NATS_DISCONNECTED, NULL, 0);
+		}
+		ism_stats_set_state(ISM_WORKER_WAITING_FOR_EXTENSION);
+		report_activity(w, STATE_IDLE, "waiting for CREATE EXTENSION ism_state");
+	}
+	else
+		w->waiting_logged = false;
+
+	w->extension_present = present;
+	return present;
+}
+
+static long
+ms_until(TimestampTz when)
+{
+	long		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), when);
+
+	return Max(ms, 1);
+}
+
+/* One connection attempt when its time has come; returns the next wait. */
+static long
+try_connect(IsmWorker *w)
+{
+	char		err[ISM_MSG_LEN];
+	char		msg[ISM_MSG_LEN * 2];
+	char		target[256];
+	int64		reconnects;
+
+	if (GetCurrentTimestamp() < w->next_connect_at)
+		return Min(ms_until(w->next_connect_at), ISM_POLL_MS);
+
+	ism_redact_url(ism_nats_url, target, sizeof(target));
+	ism_stats_set_state(ISM_WORKER_CONNECTING);
+	ism_stats_set_nats(ISM_NATS_CONNECTING, target, 0);
+	report_activity(w, STATE_RUNNING, "connecting to NATS");
+
+	if (ism_nats_connect(w->client_name, err, sizeof(err)))
+	{
+		w->server[0] = '\0';
+		(void) ism_nats_poll(w->server, sizeof(w->server), &reconnects,
+							 err, sizeof(err));
+		ereport(LOG,
+				(errmsg("%s: connected to NATS at %s",
+						MyBgworkerEntry->bgw_name, w->server)));
+		ism_stats_set_nats(ISM_NATS_CONNECTED, w->server,
+						   w->ever_connected ? 1 : 0);
+		ism_stats_set_state(ISM_WORKER_RUNNING);
+		w->ever_connected = true;
+		w->nats_state = ISM_NATS_CONNECTED;
+		w->backoff_ms = 0;
+		w->logged_error[0] = '\0';
+		return ISM_POLL_MS;
+	}
+
+	w->backoff_ms = w->backoff_ms == 0 ? ISM_FIRST_BACKOFF_MS :
+		Min(w->backoff_ms * 2, ism_nats_reconnect_wait_ms);
+	w->next_connect_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													 w->backoff_ms);
+	w->nats_state = ISM_NATS_DISCONNECTED;
+	ism_stats_set_nats(ISM_NATS_DISCONNECTED, NULL, 0);
+
+	snprintf(msg, sizeof(msg), "could not connect to NATS at %s: %s", target, err);
+	ism_stats_set_error(msg);
+	/* once per distinct failure, not once per attempt */
+	if (strcmp(err, w->logged_error) != 0)
+	{
+		ereport(WARNING,
+				(errmsg("%s: %s", MyBgworkerEntry->bgw_name, msg),
+				 errdetail("Retrying for ever, at most %d ms apart.",
+						   ism_nats_reconnect_wait_ms)));
+		strlcpy(w->logged_error, err, sizeof(w->logged_error));
+	}
+	report_activity(w, STATE_IDLE, "waiting for NATS");
+	return w->backoff_ms;
+}
+
+/* Follow the connection nats.c is keeping up, and log its changes. */
+static void
+watch_connection(IsmWorker *w)
+{
+	char		err[ISM_MSG_LEN];
+	char		msg[ISM_MSG_LEN * 2];
+	char		server[256] = "";
+	int64		reconnects;
+	IsmNatsState state;
+
+	state = ism_nats_poll(server, sizeof(server), &reconnects, err, sizeof(err));
+	if (server[0])
+		strlcpy(w->server, server, sizeof(w->server));
+
+	if (state != w->nats_state)
+	{
+		if (state == ISM_NATS_CONNECTED)
+			ereport(LOG,
+					(errmsg("%s: reconnected to NATS at %s",
+							MyBgworkerEntry->bgw_name, w->server)));
+		else
+		{
+			snprintf(msg, sizeof(msg), "lost connection to NATS at %s%s%s",
+					 w->server, err[0] ? ": " : "", err);
+			ereport(WARNING,
+					(errmsg("%s: %s", MyBgworkerEntry->bgw_name, msg),
+					 errdetail(state == ISM_NATS_CLOSED ?
+							   "The connection was closed; opening a new one." :
+							   "The NATS client is reconnecting.")));
+			ism_stats_set_error(msg);
+		}
+	}
+	w->nats_state = state;
+
+	if (state == ISM_NATS_CLOSED)
+	{
+		ism_nats_disconnect();
+		w->nats_state = ISM_NATS_DISCONNECTED;
+		w->next_connect_at = 0;
+		ism_stats_set_nats(ISM_NATS_DISCONNECTED, NULL, reconnects);
+		return;
+	}
+
+	ism_stats_set_nats(state, server[0] ? server : NULL, reconnects);
+	report_activity(w, STATE_IDLE,
+					state == ISM_NATS_CONNECTED ? "idle" : "waiting for NATS");
+}
+
+/* One turn of the loop; returns how long to wait before the next. */
+static long
+worker_step(IsmWorker *w)
+{
+	ism_stats_touch();
+
+	if (!ensure_extension(w))
+		return ISM_POLL_MS;
+
+	if (!w->settings_ok)
+	{
+		ism_stats_set_state(ISM_WORKER_CONFIG_ERROR);
+		report_activity(w, STATE_IDLE, "waiting for valid settings");
+		return ISM_CONFIG_ERROR_SLEEP_MS;
+	}
+
+	if (!ism_nats_is_open())
+		return try_connect(w);
+
+	watch_connection(w);
+	return ISM_POLL_MS;
+}
+
+static void
+close_nats_at_exit(int code, Datum arg)
+{
+	ism_nats_shutdown();
+}
+
+void
+ism_worker_main(Datum main_arg)
+{
+	IsmWorker	w;
+
+	memset(&w, 0, sizeof(w));
+	w.slot = DatumGetInt32(main_arg);
+	w.role = w.slot == 0 ? ISM_ROLE_ROUTER : ISM_ROLE_WRITER;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, handle_sigterm);
+	BackgroundWorkerUnblockSignals();
+
+	ism_stats_attach_worker(w.slot, w.role);
+	before_shmem_exit(close_nats_at_exit, (Datum) 0);
+
+	BackgroundWorkerInitializeConnection(ism_database, NULL, 0);
+	pgstat_report_appname(MyBgworkerEntry->bgw_name);
+	snprintf(w.client_name, sizeof(w.client_name), "%s [%s]",
+			 MyBgworkerEntry->bgw_name, ism_database);
+	ereport(LOG,
+			(errmsg("%s started in database \"%s\"",
+					MyBgworkerEntry->bgw_name, ism_database)));
+
+	apply_settings(&w);
+
+	while (!got_sigterm)
+	{
+		long		timeout = worker_step(&w);
+
+		if (got_sigterm)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			apply_settings(&w);
+		}
+	}
+
+	ism_stats_set_state(ISM_WORKER_STOPPING);
+	report_activity(&w, STATE_RUNNING, "stopping");
+	ism_nats_shutdown();
+	ereport(LOG, (errmsg("%s stopped", MyBgworkerEntry->bgw_name)));
+
+	/* exit code 1: restarted after bgw_restart_time unless the server stops */
+	proc_exit(1);
+}
