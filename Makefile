@@ -28,13 +28,15 @@ REGRESS_OPTS = --inputdir=test/regress \
 
 TAP_TESTS    = 1
 PROVE_TESTS  = test/t/*.pl
-PROVE_FLAGS  = -I test/lib
 
 EXTRA_CLEAN  = test/ism-nats tmp_check_regress
 
 PG_CONFIG   ?= pg_config
 PGXS        := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# after the include: Makefile.global empties PROVE_FLAGS
+PROVE_FLAGS  = -I test/lib
 
 # A small NATS command-line client the integration tests drive NATS with.
 test/ism-nats: test/ism_nats.c

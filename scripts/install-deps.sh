@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install everything ism_state needs to build, test and run its demo, from
+# Debian bookworm packages.  Idempotent: does nothing when all are present.
+#
+#   scripts/install-deps.sh          build + test + demo dependencies
+set -euo pipefail
+
+PACKAGES=(
+	build-essential         # gcc, make
+	postgresql-15           # server, initdb, pg_ctl
+	postgresql-server-dev-15 # PGXS, server headers, pg_regress, TAP modules
+	libnats-dev             # nats.c 3.4
+	libyaml-dev             # routing YAML
+	libcjson-dev            # ISM messages
+	nats-server             # 2.9, JetStream: tests and demo
+	libipc-run-perl         # PostgreSQL::Test::Cluster needs IPC::Run
+	curl                    # demo: nats-server monitoring endpoint
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then
+	SUDO=sudo
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Debian's postgresql-common creates and starts a "main" cluster on 5432 by
+# default; ism_state's scripts run their own clusters, so skip it.
+$SUDO mkdir -p /etc/postgresql-common/createcluster.d
+echo 'create_main_cluster = false' | $SUDO tee /etc/postgresql-common/createcluster.d/ism_state.conf >/dev/null
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,313 @@
+/*
+ * ism-nats: the small NATS client the integration tests drive NATS with.
+ *
+ *   ism-nats [options] pub SUBJECT DATA            core publish
+ *   ism-nats [options] sub SUBJECT [COUNT]         print COUNT messages (default 1)
+ *   ism-nats [options] req SUBJECT DATA            request, print the reply
+ *   ism-nats [options] js-pub SUBJECT DATA         JetStream publish, print the ack
+ *   ism-nats [options] stream-add NAME [--workqueue] SUBJECT...
+ *   ism-nats [options] stream-info NAME            print key=value lines
+ *   ism-nats [options] consumer-info STREAM NAME   print key=value lines
+ *
+ * Options: -s URL (default nats://127.0.0.1:4222), -t TIMEOUT_MS (default
+ * 5000), --user U --password P, --token T, --creds FILE, --ca FILE,
+ * --cert FILE --key FILE.  DATA "-" reads standard input.
+ * Exit status: 0 on success, 1 on a NATS error or timeout, 2 on bad usage.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nats/nats.h>
+
+static int64_t timeout_ms = 5000;
+
+static int
+fail(const char *what, natsStatus s, jsErrCode jerr)
+{
+	fprintf(stderr, "ism-nats: %s: %s", what, natsStatus_GetText(s));
+	if (jerr)
+		fprintf(stderr, " (JetStream error %d)", (int) jerr);
+	fprintf(stderr, "\n");
+	return 1;
+}
+
+static int
+usage(void)
+{
+	fprintf(stderr, "usage: ism-nats [-s URL] [-t MS] [--user U --password P] "
+			"[--token T] [--creds F] [--ca F] [--cert F --key F] COMMAND ARGS\n"
+			"commands: pub, sub, req, js-pub, stream-add, stream-info, consumer-info\n");
+	return 2;
+}
+
+/* DATA argument, or all of standard input for "-". */
+static char *
+read_data(const char *arg, int *len)
+{
+	size_t		cap = 4096,
+				n = 0;
+	char	   *buf;
+
+	if (strcmp(arg, "-") != 0)
+	{
+		*len = (int) strlen(arg);
+		return strdup(arg);
+	}
+	buf = malloc(cap);
+	while (buf)
+	{
+		size_t		got = fread(buf + n, 1, cap - n, stdin);
+
+		n += got;
+		if (got == 0)
+			break;
+		if (n == cap)
+			buf = realloc(buf, cap *= 2);
+	}
+	*len = (int) n;
+	return buf;
+}
+
+static void
+print_msg(natsMsg *msg)
+{
+	fwrite(natsMsg_GetData(msg), 1, natsMsg_GetDataLength(msg), stdout);
+	fputc('\n', stdout);
+	fflush(stdout);
+}
+
+static int
+cmd_sub(natsConnection *nc, int argc, char **argv)
+{
+	natsSubscription *sub = NULL;
+	int			count = argc > 1 ? atoi(argv[1]) : 1;
+	natsStatus	s = natsConnection_SubscribeSync(&sub, nc, argv[0]);
+
+	/* tell a caller waiting on stderr that the subscription is live */
+	if (s == NATS_OK)
+		s = natsConnection_FlushTimeout(nc, timeout_ms);
+	if (s == NATS_OK)
+		fprintf(stderr, "subscribed\n");
+	for (int i = 0; s == NATS_OK && i < count; i++)
+	{
+		natsMsg    *msg = NULL;
+
+		s = natsSubscription_NextMsg(&msg, sub, timeout_ms);
+		if (s == NATS_OK)
+			print_msg(msg);
+		natsMsg_Destroy(msg);
+	}
+	natsSubscription_Destroy(sub);
+	return s == NATS_OK ? 0 : fail("sub", s, 0);
+}
+
+static int
+cmd_stream_add(jsCtx *js, int argc, char **argv)
+{
+	jsStreamConfig cfg;
+	jsStreamInfo *si = NULL;
+	jsErrCode	jerr = 0;
+	const char *subjects[64];
+	int			n = 0;
+	natsStatus	s;
+
+	jsStreamConfig_Init(&cfg);
+	cfg.Name = argv[0];
+	for (int i = 1; i < argc && n < 64; i++)
+	{
+		if (strcmp(argv[i], "--workqueue") == 0)
+			cfg.Retention = js_WorkQueuePolicy;
+		else
+			subjects[n++] = argv[i];
+	}
+	cfg.Subjects = subjects;
+	cfg.SubjectsLen = n;
+	s = js_AddStream(&si, js, &cfg, NULL, &jerr);
+	jsStreamInfo_Destroy(si);
+	return s == NATS_OK ? 0 : fail("stream-add", s, jerr);
+}
+
+static int
+cmd_stream_info(jsCtx *js, const char *name)
+{
+	jsStreamInfo *si = NULL;
+	jsErrCode	jerr = 0;
+	natsStatus	s = js_GetStreamInfo(&si, js, name, NULL, &jerr);
+
+	if (s != NATS_OK)
+		return fail("stream-info", s, jerr);
+	printf("name=%s\n", si->Config->Name);
+	printf("subjects=");
+	for (int i = 0; i < si->Config->SubjectsLen; i++)
+		printf("%s%s", i ? "," : "", si->Config->Subjects[i]);
+	printf("\nretention=%s\n",
+		   si->Config->Retention == js_WorkQueuePolicy ? "workqueue" :
+		   si->Config->Retention == js_InterestPolicy ? "interest" : "limits");
+	printf("storage=%s\n", si->Config->Storage == js_FileStorage ? "file" : "memory");
+	printf("replicas=%lld\n", (long long) si->Config->Replicas);
+	printf("messages=%llu\n", (unsigned long long) si->State.Msgs);
+	printf("first_seq=%llu\n", (unsigned long long) si->State.FirstSeq);
+	printf("last_seq=%llu\n", (unsigned long long) si->State.LastSeq);
+	printf("consumers=%lld\n", (long long) si->State.Consumers);
+	jsStreamInfo_Destroy(si);
+	return 0;
+}
+
+static int
+cmd_consumer_info(jsCtx *js, const char *stream, const char *name)
+{
+	jsConsumerInfo *ci = NULL;
+	jsErrCode	jerr = 0;
+	natsStatus	s = js_GetConsumerInfo(&ci, js, stream, name, NULL, &jerr);
+
+	if (s != NATS_OK)
+		return fail("consumer-info", s, jerr);
+	printf("name=%s\n", ci->Name);
+	printf("filter=%s\n", ci->Config->FilterSubject ? ci->Config->FilterSubject : "");
+	printf("ack_wait_ms=%lld\n", (long long) (ci->Config->AckWait / 1000000));
+	printf("max_ack_pending=%lld\n", (long long) ci->Config->MaxAckPending);
+	printf("delivered=%llu\n", (unsigned long long) ci->Delivered.Stream);
+	printf("ack_floor=%llu\n", (unsigned long long) ci->AckFloor.Stream);
+	printf("num_pending=%llu\n", (unsigned long long) ci->NumPending);
+	printf("num_ack_pending=%lld\n", (long long) ci->NumAckPending);
+	printf("num_redelivered=%lld\n", (long long) ci->NumRedelivered);
+	jsConsumerInfo_Destroy(ci);
+	return 0;
+}
+
+static int
+run_command(natsConnection *nc, const char *cmd, int argc, char **argv)
+{
+	jsCtx	   *js = NULL;
+	natsStatus	s;
+	int			rc;
+
+	if (strcmp(cmd, "sub") == 0 && argc >= 1)
+		return cmd_sub(nc, argc, argv);
+
+	if ((strcmp(cmd, "pub") == 0 || strcmp(cmd, "req") == 0) && argc == 2)
+	{
+		int			len;
+		char	   *data = read_data(argv[1], &len);
+		natsMsg    *reply = NULL;
+
+		if (cmd[0] == 'p')
+		{
+			s = natsConnection_Publish(nc, argv[0], data, len);
+			if (s == NATS_OK)
+				s = natsConnection_FlushTimeout(nc, timeout_ms);
+		}
+		else
+		{
+			s = natsConnection_Request(&reply, nc, argv[0], data, len, timeout_ms);
+			if (s == NATS_OK)
+				print_msg(reply);
+			natsMsg_Destroy(reply);
+		}
+		free(data);
+		return s == NATS_OK ? 0 : fail(cmd, s, 0);
+	}
+
+	s = natsConnection_JetStream(&js, nc, NULL);
+	if (s != NATS_OK)
+		return fail("jetstream", s, 0);
+
+	if (strcmp(cmd, "js-pub") == 0 && argc == 2)
+	{
+		int			len;
+		char	   *data = read_data(argv[1], &len);
+		jsPubAck   *ack = NULL;
+		jsErrCode	jerr = 0;
+
+		s = js_Publish(&ack, js, argv[0], data, len, NULL, &jerr);
+		if (s == NATS_OK)
+			printf("stream=%s seq=%llu\n", ack->Stream,
+				   (unsigned long long) ack->Sequence);
+		jsPubAck_Destroy(ack);
+		free(data);
+		rc = s == NATS_OK ? 0 : fail("js-pub", s, jerr);
+	}
+	else if (strcmp(cmd, "stream-add") == 0 && argc >= 2)
+		rc = cmd_stream_add(js, argc, argv);
+	else if (strcmp(cmd, "stream-info") == 0 && argc == 1)
+		rc = cmd_stream_info(js, argv[0]);
+	else if (strcmp(cmd, "consumer-info") == 0 && argc == 2)
+		rc = cmd_consumer_info(js, argv[0], argv[1]);
+	else
+		rc = usage();
+
+	jsCtx_Destroy(js);
+	return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+	natsOptions *opts = NULL;
+	natsConnection *nc = NULL;
+	const char *url = "nats://127.0.0.1:4222";
+	const char *user = NULL,
+			   *password = NULL,
+			   *cert = NULL,
+			   *key = NULL;
+	natsStatus	s;
+	int			i,
+				rc;
+
+	if (nats_Open(-1) != NATS_OK || natsOptions_Create(&opts) != NATS_OK)
+		return 1;
+
+	for (i = 1; i < argc - 1 && argv[i][0] == '-'; i += 2)
+	{
+		const char *opt = argv[i],
+				   *val = argv[i + 1];
+
+		s = NATS_OK;
+		if (strcmp(opt, "-s") == 0)
+			url = val;
+		else if (strcmp(opt, "-t") == 0)
+			timeout_ms = atoll(val);
+		else if (strcmp(opt, "--user") == 0)
+			user = val;
+		else if (strcmp(opt, "--password") == 0)
+			password = val;
+		else if (strcmp(opt, "--token") == 0)
+			s = natsOptions_SetToken(opts, val);
+		else if (strcmp(opt, "--creds") == 0)
+			s = natsOptions_SetUserCredentialsFromFiles(opts, val, NULL);
+		else if (strcmp(opt, "--ca") == 0)
+			s = natsOptions_LoadCATrustedCertificates(opts, val);
+		else if (strcmp(opt, "--cert") == 0)
+			cert = val;
+		else if (strcmp(opt, "--key") == 0)
+			key = val;
+		else
+			return usage();
+		if (s != NATS_OK)
+			return fail(opt, s, 0);
+	}
+	if (i >= argc)
+		return usage();
+
+	s = natsOptions_SetURL(opts, url);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(opts, timeout_ms);
+	if (s == NATS_OK && user)
+		s = natsOptions_SetUserInfo(opts, user, password);
+	if (s == NATS_OK && cert)
+		s = natsOptions_LoadCertificatesChain(opts, cert, key);
+	if (s == NATS_OK)
+		s = natsOptions_SetName(opts, "ism-nats");
+	if (s == NATS_OK)
+		s = natsConnection_Connect(&nc, opts);
+	if (s != NATS_OK)
+		return fail("connect", s, 0);
+
+	rc = run_command(nc, argv[i], argc - i - 1, argv + i + 1);
+
+	natsConnection_Destroy(nc);
+	natsOptions_Destroy(opts);
+	nats_Close();
+	return rc;
+}

@@ -1,0 +1,208 @@
+# IsmTest: helpers for the ism_state integration tests.
+#
+# IsmTest::Nats runs a real nats-server (JetStream on) on a free loopback
+# port, restartable on the same port and store; every server still running
+# is killed when the test script ends, passed or failed.  The functions
+# below build PostgreSQL::Test::Cluster nodes with ism_state preloaded and
+# wait on the pg_stat_ism_worker view.
+package IsmTest;
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Time::HiRes qw(time);
+
+our @EXPORT = qw(new_ism_node nats_client worker_pids wait_for_workers
+  count_log_matches elapsed_of thread_signal_masks);
+
+my $client = ($ENV{TESTDIR} // '.') . '/test/ism-nats';
+
+# Run the test NATS client; returns (exit code, stdout, stderr).
+sub nats_client
+{
+	my ($url, @args) = @_;
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ $client, '-s', $url, '-t', '3000', @args ],
+		'<', \undef, '>', \$out, '2>', \$err);
+	return ($? >> 8, $out, $err);
+}
+
+# A node with ism_state preloaded, pointed at $nats_url; not started.
+sub new_ism_node
+{
+	my ($name, $nats_url, $extra_conf) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf(
+		'postgresql.conf', qq{
+shared_preload_libraries = 'ism_state'
+ism_state.nats_url = '$nats_url'
+ism_state.nats_reconnect_wait = '500ms'
+ism_state.nats_connect_timeout = '1s'
+} . ($extra_conf // ''));
+	return $node;
+}
+
+# role => pid of the running workers, from pg_stat_activity.
+sub worker_pids
+{
+	my ($node) = @_;
+	my %pids;
+	my $rows = $node->safe_psql('postgres',
+		"SELECT backend_type, pid FROM pg_stat_activity "
+		  . "WHERE backend_type LIKE 'ism_state %' ORDER BY 1");
+	for my $line (split /\n/, $rows)
+	{
+		my ($type, $pid) = split /\|/, $line;
+		$type =~ s/^ism_state //;
+		$pids{$type} = $pid;
+	}
+	return \%pids;
+}
+
+# Wait until every row of pg_stat_ism_worker satisfies $condition (SQL).
+sub wait_for_workers
+{
+	my ($node, $condition, $dbname) = @_;
+	return $node->poll_query_until($dbname // 'postgres',
+		"SELECT count(*) > 0 AND bool_and($condition) "
+		  . "FROM ism_state.pg_stat_ism_worker");
+}
+
+sub count_log_matches
+{
+	my ($node, $regex) = @_;
+	my $log = slurp_file($node->logfile);
+	my $n = () = $log =~ /$regex/g;
+	return $n;
+}
+
+# Seconds a piece of code takes.
+sub elapsed_of
+{
+	my ($code) = @_;
+	my $start = time;
+	$code->();
+	return time - $start;
+}
+
+# tid => blocked-signal mask (SigBlk, hex) of each thread of a process.
+sub thread_signal_masks
+{
+	my ($pid) = @_;
+	my %masks;
+	for my $dir (glob "/proc/$pid/task/*")
+	{
+		my ($tid) = $dir =~ m{/(\d+)$};
+		my $status = slurp_file("$dir/status");
+		my ($mask) = $status =~ /^SigBlk:\s*([0-9a-f]+)/m;
+		$masks{$tid} = $mask;
+	}
+	return \%masks;
+}
+
+package IsmTest::Nats;
+
+use strict;
+use warnings;
+
+use File::Path qw(make_path);
+use HTTP::Tiny;
+use IO::Socket::INET;
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Time::HiRes qw(time usleep);
+
+my @servers;
+
+sub new
+{
+	my ($class, $name, %opts) = @_;
+	my $self = bless {
+		name => $name,
+		port => PostgreSQL::Test::Cluster::get_free_port(),
+		http_port => PostgreSQL::Test::Cluster::get_free_port(),
+		dir => "${PostgreSQL::Test::Utils::tmp_check}/nats_$name",
+		extra_conf => $opts{conf} // '',
+		handle => undef,
+	}, $class;
+	make_path("$self->{dir}/js");
+	push @servers, $self;
+	return $self;
+}
+
+sub url { my ($self) = @_; return "nats://127.0.0.1:$self->{port}"; }
+sub port { my ($self) = @_; return $self->{port}; }
+sub logfile { my ($self) = @_; return "$self->{dir}/nats.log"; }
+
+sub start
+{
+	my ($self) = @_;
+	my $conf = "$self->{dir}/nats.conf";
+	open my $fh, '>', $conf or die "cannot write $conf: $!";
+	print $fh <<"EOF";
+listen: 127.0.0.1:$self->{port}
+http: 127.0.0.1:$self->{http_port}
+server_name: $self->{name}
+jetstream { store_dir: "$self->{dir}/js" }
+$self->{extra_conf}
+EOF
+	close $fh;
+	$self->{handle} = IPC::Run::start([ 'nats-server', '-c', $conf ],
+		'<', \undef, '>>', $self->logfile, '2>>', $self->logfile);
+
+	my $deadline = time + 30;
+	while (time < $deadline)
+	{
+		my $sock = IO::Socket::INET->new(
+			PeerAddr => '127.0.0.1',
+			PeerPort => $self->{port},
+			Proto => 'tcp');
+		if ($sock)
+		{
+			close $sock;
+			return $self;
+		}
+		die "nats-server $self->{name} exited; see " . $self->logfile
+		  unless $self->{handle}->pumpable;
+		usleep(50_000);
+	}
+	die "nats-server $self->{name} did not start; see " . $self->logfile;
+}
+
+# Stop the server: TERM (clean) or KILL (crash).
+sub stop
+{
+	my ($self, $signal) = @_;
+	return unless $self->{handle};
+	$self->{handle}->signal($signal // 'TERM');
+	eval { $self->{handle}->finish; };
+	$self->{handle} = undef;
+}
+
+# Names of the clients connected to this server (monitoring endpoint).
+sub client_names
+{
+	my ($self) = @_;
+	my $res = HTTP::Tiny->new(timeout => 5)
+	  ->get("http://127.0.0.1:$self->{http_port}/connz?limit=1024");
+	die "connz: $res->{status} $res->{reason}" unless $res->{success};
+	my $connz = decode_json($res->{content});
+	return [ sort map { $_->{name} // '' } @{ $connz->{connections} // [] } ];
+}
+
+END
+{
+	# keep the test's exit code
+	my $exit = $?;
+	$_->stop('KILL') for grep { $_->{handle} } @servers;
+	$? = $exit;
+}
+
+1;
