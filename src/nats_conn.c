@@ -19,8 +19,10 @@
  */
 #include "ism_state.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 
 #include <nats/nats.h>
 
@@ -69,16 +71,64 @@ describe_failure(natsStatus s, char *errbuf, size_t errlen)
 		snprintf(errbuf, errlen, "%s", text);
 }
 
+/*
+ * A secret setting holds the secret itself or "file:<path>", naming a file
+ * whose first line is the secret.  The file form keeps the secret out of
+ * the server log, where PostgreSQL writes every setting changed by a
+ * reload; it is read at each connection, so a rotated secret is picked up.
+ */
+static bool
+resolve_secret(const char *name, const char *value, char *buf, size_t buflen,
+			   char *errbuf, size_t errlen)
+{
+	FILE	   *f;
+
+	if (strncmp(value, "file:", 5) != 0)
+	{
+		strlcpy(buf, value, buflen);
+		return true;
+	}
+	f = fopen(value + 5, "r");
+	if (f == NULL)
+	{
+		snprintf(errbuf, errlen, "could not open %s file \"%s\": %s",
+				 name, value + 5, strerror(errno));
+		return false;
+	}
+	if (fgets(buf, buflen, f) == NULL)
+		buf[0] = '\0';
+	fclose(f);
+	buf[strcspn(buf, "\r\n")] = '\0';
+	return true;
+}
+
+typedef struct NatsSecrets
+{
+	char		password[1024];
+	char		token[1024];
+} NatsSecrets;
+
+static bool
+resolve_secrets(NatsSecrets *secrets, char *errbuf, size_t errlen)
+{
+	return resolve_secret("ism_state.nats_password", ism_nats_password,
+						  secrets->password, sizeof(secrets->password),
+						  errbuf, errlen) &&
+		resolve_secret("ism_state.nats_token", ism_nats_token,
+					   secrets->token, sizeof(secrets->token),
+					   errbuf, errlen);
+}
+
 static natsStatus
-set_credentials(natsOptions *opts)
+set_credentials(natsOptions *opts, const NatsSecrets *secrets)
 {
 	natsStatus	s = NATS_OK;
 
 	if (s == NATS_OK && ism_nats_user[0])
 		s = natsOptions_SetUserInfo(opts, ism_nats_user,
-									ism_nats_password[0] ? ism_nats_password : NULL);
-	if (s == NATS_OK && ism_nats_token[0])
-		s = natsOptions_SetToken(opts, ism_nats_token);
+									secrets->password[0] ? secrets->password : NULL);
+	if (s == NATS_OK && secrets->token[0])
+		s = natsOptions_SetToken(opts, secrets->token);
 	if (s == NATS_OK && ism_nats_creds_file[0])
 		s = natsOptions_SetUserCredentialsFromFiles(opts, ism_nats_creds_file, NULL);
 	return s;
@@ -102,7 +152,8 @@ set_tls(natsOptions *opts)
 }
 
 static natsStatus
-build_options(natsOptions **opts, const char *client_name)
+build_options(natsOptions **opts, const char *client_name,
+			  const NatsSecrets *secrets)
 {
 	natsStatus	s = natsOptions_Create(opts);
 
@@ -120,7 +171,7 @@ build_options(natsOptions **opts, const char *client_name)
 	if (s == NATS_OK)
 		s = natsOptions_SetReconnectJitter(*opts, 100, 1000);
 	if (s == NATS_OK)
-		s = set_credentials(*opts);
+		s = set_credentials(*opts, secrets);
 	if (s == NATS_OK)
 		s = set_tls(*opts);
 	return s;
@@ -136,9 +187,12 @@ ism_nats_connect(const char *client_name, char *errbuf, size_t errlen)
 	natsOptions *opts = NULL;
 	natsStatus	s = NATS_OK;
 	sigset_t	saved;
+	NatsSecrets secrets;
 
 	if (conn != NULL)
 		return true;
+	if (!resolve_secrets(&secrets, errbuf, errlen))
+		return false;
 
 	block_all_signals(&saved);
 	if (!library_open)
@@ -149,7 +203,7 @@ ism_nats_connect(const char *client_name, char *errbuf, size_t errlen)
 	if (s == NATS_OK && conn_stats == NULL)
 		s = natsStatistics_Create(&conn_stats);
 	if (s == NATS_OK)
-		s = build_options(&opts, client_name);
+		s = build_options(&opts, client_name, &secrets);
 	if (s == NATS_OK)
 		s = natsConnection_Connect(&conn, opts);
 	restore_signals(&saved);
@@ -161,6 +215,7 @@ ism_nats_connect(const char *client_name, char *errbuf, size_t errlen)
 		conn = NULL;
 	}
 	natsOptions_Destroy(opts);
+	explicit_bzero(&secrets, sizeof(secrets));
 	seen_reconnects = 0;
 	return s == NATS_OK;
 }

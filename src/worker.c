@@ -127,41 +127,41 @@ nats_settings_fingerprint(void)
 					ism_nats_connect_timeout_ms, ism_nats_reconnect_wait_ms);
 }
 
+/* The router seeds the route catalogue from this file: say early if it can't. */
+static void
+check_routing_file(IsmWorker *w)
+{
+	char		msg[ISM_MSG_LEN + MAXPGPATH];
+
+	if (w->role != ISM_ROLE_ROUTER || !ism_routing_file[0] ||
+		access(ism_routing_file, R_OK) == 0)
+		return;
+	snprintf(msg, sizeof(msg), "could not read ism_state.routing_file \"%s\": %s",
+			 ism_routing_file, strerror(errno));
+	ereport(WARNING, (errmsg("%s: %s", MyBgworkerEntry->bgw_name, msg)));
+	ism_stats_set_error(msg);
+}
+
+/* Can the worker reach NATS with these settings at all? */
 static bool
-settings_are_usable(IsmWorker *w)
+nats_settings_are_usable(void)
 {
 	char		err[ISM_MSG_LEN];
 	char		msg[ISM_MSG_LEN + 64];
 
 	if (!ism_validate_nats_url(ism_nats_url, err, sizeof(err)))
-	{
 		snprintf(msg, sizeof(msg), "invalid ism_state.nats_url: %s", err);
-		ereport(WARNING,
-				(errmsg("%s: %s", MyBgworkerEntry->bgw_name, msg),
-				 errhint("Fix the setting and reload the configuration (SELECT pg_reload_conf()).")));
-		ism_stats_set_error(msg);
-		return false;
-	}
-	if (ism_nats_tls_cert[0] && !ism_nats_tls_key[0])
-	{
+	else if (ism_nats_tls_cert[0] && !ism_nats_tls_key[0])
 		snprintf(msg, sizeof(msg),
 				 "ism_state.nats_tls_cert is set but ism_state.nats_tls_key is not");
-		ereport(WARNING, (errmsg("%s: %s", MyBgworkerEntry->bgw_name, msg)));
-		ism_stats_set_error(msg);
-		return false;
-	}
+	else
+		return true;
 
-	/* The router seeds the route catalogue from this file. */
-	if (w->role == ISM_ROLE_ROUTER && ism_routing_file[0] &&
-		access(ism_routing_file, R_OK) != 0)
-	{
-		snprintf(msg, sizeof(msg),
-				 "could not read ism_state.routing_file \"%s\": %s",
-				 ism_routing_file, strerror(errno));
-		ereport(WARNING, (errmsg("%s: %s", MyBgworkerEntry->bgw_name, msg)));
-		ism_stats_set_error(msg);
-	}
-	return true;
+	ereport(WARNING,
+			(errmsg("%s: %s", MyBgworkerEntry->bgw_name, msg),
+			 errhint("Fix the setting and reload the configuration (SELECT pg_reload_conf()).")));
+	ism_stats_set_error(msg);
+	return false;
 }
 
 /* Re-read settings; a change in how to reach NATS means a new connection. */
@@ -170,7 +170,8 @@ apply_settings(IsmWorker *w)
 {
 	char	   *fingerprint = nats_settings_fingerprint();
 
-	w->settings_ok = settings_are_usable(w);
+	check_routing_file(w);
+	w->settings_ok = nats_settings_are_usable();
 	if (w->nats_settings && strcmp(fingerprint, w->nats_settings) != 0 &&
 		ism_nats_is_open())
 	{
@@ -284,6 +285,7 @@ try_connect(IsmWorker *w)
 		w->nats_state = ISM_NATS_CONNECTED;
 		w->backoff_ms = 0;
 		w->logged_error[0] = '\0';
+		report_activity(w, STATE_IDLE, "idle");
 		return ISM_POLL_MS;
 	}
 
