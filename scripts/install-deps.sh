@@ -14,7 +14,6 @@ PACKAGES=(
 	libcjson-dev            # ISM messages
 	nats-server             # 2.9, JetStream: tests and demo
 	libipc-run-perl         # PostgreSQL::Test::Cluster needs IPC::Run
-	curl                    # demo: nats-server monitoring endpoint
 )
 
 missing=()

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The local ism_state stack: nats-server (JetStream) and a PostgreSQL 15
+# cluster with ism_state preloaded, all data under one folder.
+#
+#   scripts/demo.sh [up]     install what is missing, build, start, show health
+#   scripts/demo.sh status   show the workers' health
+#   scripts/demo.sh down     stop both servers (data is kept)
+#   scripts/demo.sh clean    stop and delete the data folder
+#
+# Environment: ISM_STATE_DEMO_DIR (default /tmp/ism_state-demo),
+# ISM_STATE_DEMO_PG_PORT (54320), ISM_STATE_DEMO_NATS_PORT (4222),
+# ISM_STATE_DEMO_NATS_HTTP_PORT (8222).  Everything listens on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DIR=${ISM_STATE_DEMO_DIR:-/tmp/ism_state-demo}
+PG_PORT=${ISM_STATE_DEMO_PG_PORT:-54320}
+NATS_PORT=${ISM_STATE_DEMO_NATS_PORT:-4222}
+NATS_HTTP_PORT=${ISM_STATE_DEMO_NATS_HTTP_PORT:-8222}
+PGBIN=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+PGDATA=$DIR/pg
+
+# PostgreSQL refuses to run as root: run it as "postgres" then.
+as_pg() {
+	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+psql_demo() {
+	as_pg "$PGBIN/psql" -X -h "$DIR" -p "$PG_PORT" -d postgres "$@"
+}
+
+nats_running() {
+	[ -f "$DIR/nats/nats.pid" ] && kill -0 "$(cat "$DIR/nats/nats.pid")" 2>/dev/null
+}
+
+start_nats() {
+	mkdir -p "$DIR/nats/js"
+	cat > "$DIR/nats/nats.conf" <<EOF
+listen: 127.0.0.1:$NATS_PORT
+http: 127.0.0.1:$NATS_HTTP_PORT
+server_name: ism_state_demo
+pid_file: "$DIR/nats/nats.pid"
+jetstream { store_dir: "$DIR/nats/js" }
+EOF
+	if nats_running; then
+		echo "nats-server already running"
+		return
+	fi
+	# detached, so it outlives this script and holds none of its output
+	setsid nats-server -c "$DIR/nats/nats.conf" -l "$DIR/nats/nats.log" \
+		</dev/null >/dev/null 2>&1 &
+	for _ in $(seq 50); do
+		nats_running && return
+		sleep 0.1
+	done
+	echo "nats-server did not start; see $DIR/nats/nats.log" >&2
+	exit 1
+}
+
+start_postgres() {
+	if [ ! -f "$PGDATA/PG_VERSION" ]; then
+		as_pg "$PGBIN/initdb" -D "$PGDATA" -A trust -U postgres >/dev/null
+		cat >> "$PGDATA/postgresql.conf" <<EOF
+
+# --- ism_state demo ---
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$DIR'
+shared_preload_libraries = 'ism_state'
+ism_state.database = 'postgres'
+ism_state.nats_url = 'nats://127.0.0.1:$NATS_PORT'
+EOF
+	fi
+	if as_pg "$PGBIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
+		echo "PostgreSQL already running"
+	else
+		as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$DIR/postgresql.log" -w start >/dev/null
+	fi
+	psql_demo -q -c 'SET client_min_messages = warning' \
+		-c 'CREATE EXTENSION IF NOT EXISTS ism_state'
+}
+
+wait_for_connected() {
+	for _ in $(seq 100); do
+		if [ "$(psql_demo -tAc "SELECT bool_and(nats_state = 'connected') FROM ism_state.pg_stat_ism_worker")" = t ]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "the workers did not connect to NATS; see $DIR/postgresql.log" >&2
+	return 1
+}
+
+status() {
+	psql_demo -c 'SELECT pid, role, state, nats_state, nats_server, connected_since, reconnects, last_error FROM ism_state.pg_stat_ism_worker'
+}
+
+up() {
+	scripts/install-deps.sh
+	make -s
+	if [ -w "$(pg_config --pkglibdir)" ]; then make -s install; else sudo make -s install; fi
+
+	mkdir -p "$DIR"
+	[ "$(id -u)" -ne 0 ] || chown postgres: "$DIR"
+	start_nats
+	start_postgres
+	wait_for_connected
+	status
+	cat <<EOF
+ism_state is up.  Data, logs and sockets are under $DIR.
+  psql:         psql -h $DIR -p $PG_PORT -U postgres postgres
+  health:       scripts/demo.sh status
+  NATS:         nats://127.0.0.1:$NATS_PORT (monitoring http://127.0.0.1:$NATS_HTTP_PORT)
+  stop:         scripts/demo.sh down
+EOF
+}
+
+down() {
+	if [ -f "$PGDATA/postmaster.pid" ]; then
+		as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null && echo "PostgreSQL stopped"
+	fi
+	if nats_running; then
+		kill "$(cat "$DIR/nats/nats.pid")" && echo "nats-server stopped"
+	fi
+}
+
+case "${1:-up}" in
+	up) up ;;
+	status) status ;;
+	down) down ;;
+	clean) down; rm -rf "$DIR" ;;
+	*) echo "usage: $0 [up|status|down|clean]" >&2; exit 2 ;;
+esac
