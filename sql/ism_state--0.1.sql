@@ -34,3 +34,150 @@ REVOKE ALL ON FUNCTION pg_stat_ism_worker() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pg_stat_ism_worker() TO pg_monitor;
 GRANT SELECT ON pg_stat_ism_worker TO pg_monitor;
 GRANT USAGE ON SCHEMA ism_state TO pg_monitor;
+
+-- ---------------------------------------------------------------------------
+-- Route catalogue: one row per selector, as in the ISM routing YAML
+-- (messageConfig.routes[]).  Defaults are the upstream loaders' defaults.
+-- ---------------------------------------------------------------------------
+CREATE TABLE route (
+    selector    text PRIMARY KEY
+        CONSTRAINT route_selector_valid
+        CHECK (selector <> '' AND length(selector) <= 1024),
+    -- JetStream stream name; NATS refuses '.', '*', '>' and white space
+    name        text NOT NULL
+        CONSTRAINT route_name_valid
+        CHECK (name ~ '^[^.*>[:space:]]+$' AND length(name) <= 255),
+    -- base subject: dot-separated non-empty tokens, no wildcards
+    subject     text NOT NULL
+        CONSTRAINT route_subject_valid
+        CHECK (subject ~ '^[^.*>[:space:]]+(\.[^.*>[:space:]]+)*$'),
+    url         text,           -- NULL: the worker's ism_state.nats_url
+    queue       text
+        CONSTRAINT route_queue_valid
+        CHECK (queue ~ '^[^.*>[:space:]]+$'),
+    mode        text NOT NULL DEFAULT 'push'
+        CONSTRAINT route_mode_valid
+        CHECK (mode IN ('push', 'pull', 'request-reply')),
+    ack_wait    integer NOT NULL DEFAULT 90         -- seconds
+        CONSTRAINT route_ack_wait_range CHECK (ack_wait BETWEEN 1 AND 86400),
+    batch_size  integer NOT NULL DEFAULT 1
+        CONSTRAINT route_batch_size_range CHECK (batch_size BETWEEN 1 AND 10000),
+    max_ack_pending integer                         -- NULL: server default
+        CONSTRAINT route_max_ack_pending_range
+        CHECK (max_ack_pending BETWEEN 1 AND 1000000),
+    jetstream_enabled boolean NOT NULL DEFAULT true,
+    concurrent_enabled boolean NOT NULL DEFAULT false,
+    concurrent_max_workers integer NOT NULL DEFAULT 10
+        CONSTRAINT route_concurrent_max_workers_range
+        CHECK (concurrent_max_workers BETWEEN 1 AND 1000),
+    concurrent_priority_enabled boolean NOT NULL DEFAULT false,
+    concurrent_max_workers_high integer NOT NULL DEFAULT 5
+        CONSTRAINT route_concurrent_max_workers_high_range
+        CHECK (concurrent_max_workers_high BETWEEN 1 AND 1000),
+    mirror      text
+        CONSTRAINT route_mirror_valid
+        CHECK (mirror ~ '^[^.*>[:space:]]+$'),
+    -- keys neither upstream loader knows, kept as they were
+    extra       jsonb NOT NULL DEFAULT '{}'
+        CONSTRAINT route_extra_is_object CHECK (jsonb_typeof(extra) = 'object'),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+COMMENT ON TABLE route IS
+'ISM NATS routes by selector (messageConfig.routes[] of the routing YAML)';
+
+SELECT pg_catalog.pg_extension_config_dump('ism_state.route', '');
+
+-- Running workers reload their route cache when a change commits.
+CREATE FUNCTION route_changed() RETURNS trigger
+AS 'MODULE_PATHNAME', 'ism_route_changed'
+LANGUAGE C;
+
+CREATE TRIGGER route_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON route
+    FOR EACH STATEMENT EXECUTE FUNCTION route_changed();
+
+CREATE FUNCTION load_routes(yaml text, replace boolean DEFAULT false)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'ism_load_routes'
+LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION load_routes(text, boolean) IS
+'Upsert the routes of an ISM routing YAML; with replace, delete the others. All or nothing.';
+
+CREATE FUNCTION load_routes_file(path text, replace boolean DEFAULT false)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'ism_load_routes_file'
+LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION load_routes_file(text, boolean) IS
+'load_routes() on a file on the database server';
+
+CREATE FUNCTION add_route(selector text, subject text, name text DEFAULT NULL,
+                          url text DEFAULT NULL, options jsonb DEFAULT '{}')
+RETURNS route
+AS 'MODULE_PATHNAME', 'ism_add_route'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION add_route(text, text, text, text, jsonb) IS
+'Add or replace one route; options holds the other routing YAML keys';
+
+CREATE FUNCTION remove_route(selector text) RETURNS boolean
+LANGUAGE sql STRICT VOLATILE
+BEGIN ATOMIC
+    WITH gone AS (DELETE FROM ism_state.route r WHERE r.selector = remove_route.selector
+                  RETURNING 1)
+    SELECT count(*) > 0 FROM gone;
+END;
+
+COMMENT ON FUNCTION remove_route(text) IS
+'Delete the route with this exact selector; false if there was none';
+
+-- Every value is written as JSON, which YAML reads as it is: no YAML
+-- quoting rules to get right, and each value keeps its type.  NULL columns
+-- are left out (a NULL line makes the whole concatenation NULL).
+CREATE FUNCTION export_routes() RETURNS text
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT E'messageConfig:\n  routes:' ||
+           CASE WHEN count(*) = 0 THEN E' []\n' ELSE E'\n' || string_agg(
+               '    - selector: ' || to_json(r.selector) || E'\n' ||
+               '      name: ' || to_json(r.name) || E'\n' ||
+               '      subject: ' || to_json(r.subject) || E'\n' ||
+               coalesce('      url: ' || to_json(r.url) || E'\n', '') ||
+               coalesce('      queue: ' || to_json(r.queue) || E'\n', '') ||
+               '      mode: ' || to_json(r.mode) || E'\n' ||
+               '      ack_wait: ' || r.ack_wait || E'\n' ||
+               '      batch_size: ' || r.batch_size || E'\n' ||
+               coalesce('      max_ack_pending: ' || r.max_ack_pending || E'\n', '') ||
+               '      jetstream_enabled: ' || to_json(r.jetstream_enabled) || E'\n' ||
+               '      concurrent_enabled: ' || to_json(r.concurrent_enabled) || E'\n' ||
+               '      concurrent_max_workers: ' || r.concurrent_max_workers || E'\n' ||
+               '      concurrent_priority_enabled: ' || to_json(r.concurrent_priority_enabled) || E'\n' ||
+               '      concurrent_max_workers_high: ' || r.concurrent_max_workers_high || E'\n' ||
+               coalesce('      mirror: ' || to_json(r.mirror) || E'\n', '') ||
+               (SELECT coalesce(string_agg('      ' || to_json(e.key) || ': ' || e.value || E'\n',
+                                           '' ORDER BY e.key), '')
+                  FROM jsonb_each(r.extra) AS e),
+               '' ORDER BY r.selector) END
+      FROM ism_state.route AS r;
+END;
+
+COMMENT ON FUNCTION export_routes() IS
+'The route catalogue as an ISM routing YAML that load_routes() reads back';
+
+CREATE FUNCTION resolve_route(selector text) RETURNS route
+AS 'MODULE_PATHNAME', 'ism_resolve_route'
+LANGUAGE C STRICT STABLE;
+
+COMMENT ON FUNCTION resolve_route(text) IS
+'The route for a selector: exact match, else the one trailing-/* prefix match';
+
+REVOKE ALL ON FUNCTION load_routes(text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION load_routes_file(text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION add_route(text, text, text, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION remove_route(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION export_routes() FROM PUBLIC;
+REVOKE ALL ON FUNCTION resolve_route(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION route_changed() FROM PUBLIC;

@@ -82,6 +82,8 @@ extern void ism_stats_set_nats(IsmNatsState state, const char *server,
 							   int64 reconnects);
 extern void ism_stats_set_error(const char *message);
 extern void ism_stats_touch(void);
+extern void ism_notify_route_change(void);
+extern uint64 ism_route_generation(void);
 
 /* Background worker (worker.c) */
 extern void ism_register_workers(void);

@@ -17,7 +17,10 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/builtins.h"
@@ -30,6 +33,7 @@ typedef struct IsmWorkerSlot
 {
 	slock_t		mutex;
 	pid_t		pid;			/* 0 when not running */
+	int			pgprocno;		/* to set the worker's latch */
 	IsmWorkerRole role;
 	IsmWorkerState state;
 	IsmNatsState nats_state;
@@ -44,6 +48,7 @@ typedef struct IsmWorkerSlot
 
 typedef struct IsmSharedState
 {
+	pg_atomic_uint64 route_generation;	/* bumped by each committed route change */
 	int			nslots;
 	IsmWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } IsmSharedState;
@@ -80,6 +85,7 @@ ism_stats_startup_shmem(void)
 	if (!found)
 	{
 		memset(ism_shared, 0, ism_shmem_size());
+		pg_atomic_init_u64(&ism_shared->route_generation, 0);
 		ism_shared->nslots = ism_slot_count();
 		for (int i = 0; i < ism_shared->nslots; i++)
 		{
@@ -163,6 +169,7 @@ ism_stats_attach_worker(int slot, IsmWorkerRole role)
 	my_slot = &ism_shared->slots[slot];
 	SpinLockAcquire(&my_slot->mutex);
 	my_slot->pid = MyProcPid;
+	my_slot->pgprocno = MyProc->pgprocno;
 	my_slot->role = role;
 	my_slot->state = ISM_WORKER_STARTING;
 	my_slot->nats_state = ISM_NATS_DISCONNECTED;
@@ -173,6 +180,36 @@ ism_stats_attach_worker(int slot, IsmWorkerRole role)
 	SpinLockRelease(&my_slot->mutex);
 
 	on_shmem_exit(detach_worker, (Datum) 0);
+}
+
+/*
+ * A route change has committed: bump the generation the workers compare
+ * their cache with, and wake them.  Called at commit by any backend.
+ */
+void
+ism_notify_route_change(void)
+{
+	if (ism_shared == NULL)
+		return;
+	pg_atomic_fetch_add_u64(&ism_shared->route_generation, 1);
+	for (int i = 0; i < ism_shared->nslots; i++)
+	{
+		IsmWorkerSlot *slot = &ism_shared->slots[i];
+		int			pgprocno = -1;
+
+		SpinLockAcquire(&slot->mutex);
+		if (slot->pid != 0)
+			pgprocno = slot->pgprocno;
+		SpinLockRelease(&slot->mutex);
+		if (pgprocno >= 0)
+			SetLatch(&ProcGlobal->allProcs[pgprocno].procLatch);
+	}
+}
+
+uint64
+ism_route_generation(void)
+{
+	return pg_atomic_read_u64(&ism_shared->route_generation);
 }
 
 void
