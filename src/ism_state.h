@@ -16,6 +16,8 @@
 
 #include "datatype/timestamp.h"
 
+#include "route_index.h"
+
 #define ISM_EXTENSION_NAME	"ism_state"
 
 /* Upper bound of ism_state.writer_workers; the router is one more worker. */
@@ -85,6 +87,34 @@ extern void ism_stats_touch(void);
 extern void ism_notify_route_change(void);
 extern uint64 ism_route_generation(void);
 
+/* A route as the workers use it: a row of ism_state.route. */
+typedef struct IsmRoute
+{
+	char	   *selector;
+	char	   *name;			/* stream */
+	char	   *subject;
+	char	   *url;
+	char	   *queue;
+	char	   *mode;
+	int32		ack_wait;		/* seconds */
+	int32		batch_size;
+	int32		max_ack_pending;	/* 0: not set */
+	bool		jetstream_enabled;
+	bool		concurrent_enabled;
+	int32		concurrent_max_workers;
+	bool		concurrent_priority_enabled;
+	int32		concurrent_max_workers_high;
+	char	   *mirror;
+} IsmRoute;
+
+/* The worker's route cache (route_cache.c) */
+extern bool ism_route_cache_is_stale(void);
+extern void ism_route_cache_invalidate(void);
+extern void ism_route_cache_load(void);
+extern int	ism_route_cache_count(void);
+extern const IsmRoute *ism_route_cache_resolve(const char *selector,
+											   RouteLookupResult *result);
+
 /* Background worker (worker.c) */
 extern void ism_register_workers(void);
 extern PGDLLEXPORT void ism_worker_main(Datum main_arg);
@@ -96,6 +126,22 @@ extern IsmNatsState ism_nats_poll(char *server, size_t serverlen,
 								  int64 *reconnects,
 								  char *errbuf, size_t errlen);
 extern void ism_nats_disconnect(void);
+
+/* What to consume: a stream through a durable pull consumer. */
+typedef struct IsmConsumerSpec
+{
+	const char *stream;
+	const char *subject;
+	const char *durable;
+	const char *filter_subject; /* NULL: the whole stream */
+	int			ack_wait_s;
+	int			max_ack_pending;
+} IsmConsumerSpec;
+
+extern bool ism_nats_subscribe(const IsmConsumerSpec *spec, char *errbuf,
+							   size_t errlen);
+extern bool ism_nats_is_subscribed(void);
+extern void ism_nats_unsubscribe(void);
 extern void ism_nats_shutdown(void);
 
 #endif							/* ISM_STATE_H */

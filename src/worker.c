@@ -24,6 +24,8 @@
 
 #include "access/xact.h"
 #include "commands/extension.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -35,6 +37,8 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
+
+#include "routes.h"
 
 /* Seconds the postmaster waits before restarting a worker that exited. */
 #define ISM_RESTART_SECONDS		5
@@ -49,6 +53,16 @@
 #define ISM_FIRST_BACKOFF_MS	100
 
 #define ISM_MSG_LEN				512
+
+/* The route each role consumes, by selector (as upstream). */
+#define ISM_ROUTER_SELECTOR		"processor/state/router"
+#define ISM_WRITER_SELECTOR		"data/transformers/mixer/state-tables-1.0"
+
+/* Remembers the last message logged, to log a repeated one only once. */
+typedef struct LogOnce
+{
+	char		last[ISM_MSG_LEN * 2];
+} LogOnce;
 
 typedef struct IsmWorker
 {
@@ -66,6 +80,11 @@ typedef struct IsmWorker
 	char		server[256];	/* masked */
 	char		logged_error[ISM_MSG_LEN];	/* last connect error logged */
 	char		activity[128];
+	bool		seed_pending;	/* router: load ism_state.routing_file */
+	char		consuming[ISM_MSG_LEN]; /* what the subscription is for */
+	TimestampTz next_subscribe_at;
+	LogOnce		subscribe_log;
+	LogOnce		cache_log;
 } IsmWorker;
 
 static volatile sig_atomic_t got_sigterm = false;
@@ -114,6 +133,125 @@ report_activity(IsmWorker *w, BackendState state, const char *what)
 		return;
 	strlcpy(w->activity, what, sizeof(w->activity));
 	pgstat_report_activity(state, what);
+}
+
+/*
+ * Log msg at elevel unless it is what this LogOnce logged last, and record
+ * it in the view either way.
+ */
+static void
+log_once(LogOnce *once, int elevel, const char *msg)
+{
+	ism_stats_set_error(msg);
+	if (strcmp(once->last, msg) == 0)
+		return;
+	ereport(elevel, (errmsg("%s: %s", MyBgworkerEntry->bgw_name, msg)));
+	strlcpy(once->last, msg, sizeof(once->last));
+}
+
+/*
+ * Run fn in a transaction of its own.  An ERROR is caught and rolled back,
+ * and its message comes back in errbuf: one failed step never stops the
+ * worker.
+ */
+static bool
+run_in_transaction(void (*fn) (void *), void *arg, char *errbuf, size_t errlen)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		fn(arg);
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		strlcpy(errbuf, edata->message, errlen);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	return ok;
+}
+
+static void
+load_routing_file(void *arg)
+{
+	int		   *nroutes = arg;
+	char	   *yaml;
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	yaml = ism_read_routing_file(ism_routing_file);
+	*nroutes = ism_routes_load_yaml(yaml, strlen(yaml), false);
+	PopActiveSnapshot();
+}
+
+/*
+ * Router: upsert the routes of ism_state.routing_file.  Routes added with
+ * SQL stay: the file adds and updates, it never deletes.
+ */
+static void
+seed_routes(IsmWorker *w)
+{
+	char		err[ISM_MSG_LEN];
+	char		msg[ISM_MSG_LEN + MAXPGPATH];
+	int			nroutes = 0;
+
+	w->seed_pending = false;
+	if (w->role != ISM_ROLE_ROUTER || !ism_routing_file[0])
+		return;
+
+	report_activity(w, STATE_RUNNING, "loading the routing file");
+	if (run_in_transaction(load_routing_file, &nroutes, err, sizeof(err)))
+		ereport(LOG,
+				(errmsg("%s: loaded %d routes from \"%s\"",
+						MyBgworkerEntry->bgw_name, nroutes, ism_routing_file)));
+	else
+	{
+		snprintf(msg, sizeof(msg), "could not load routes from \"%s\": %s",
+				 ism_routing_file, err);
+		ereport(WARNING,
+				(errmsg("%s: %s", MyBgworkerEntry->bgw_name, msg),
+				 errdetail("The route table is unchanged; fix the file and reload the configuration.")));
+		ism_stats_set_error(msg);
+	}
+}
+
+static void
+load_route_cache(void *arg)
+{
+	ism_route_cache_load();
+}
+
+/* Reload the route cache after a committed change. */
+static void
+refresh_route_cache(IsmWorker *w)
+{
+	char		err[ISM_MSG_LEN];
+	char		msg[ISM_MSG_LEN + 64];
+
+	if (!ism_route_cache_is_stale())
+		return;
+	report_activity(w, STATE_RUNNING, "loading routes");
+	if (run_in_transaction(load_route_cache, NULL, err, sizeof(err)))
+	{
+		elog(DEBUG1, "%s: %d routes cached", MyBgworkerEntry->bgw_name,
+			 ism_route_cache_count());
+		w->cache_log.last[0] = '\0';
+		return;
+	}
+	snprintf(msg, sizeof(msg), "could not load routes: %s", err);
+	log_once(&w->cache_log, WARNING, msg);
 }
 
 /* Everything that decides how to reach NATS, to notice changes on reload. */
@@ -188,6 +326,7 @@ apply_settings(IsmWorker *w)
 	w->backoff_ms = 0;
 	w->next_connect_at = 0;
 	w->logged_error[0] = '\0';
+	w->seed_pending = true;
 }
 
 static bool
@@ -213,10 +352,15 @@ ensure_extension(IsmWorker *w)
 	bool		present = extension_exists();
 
 	if (present && !w->extension_present)
+	{
 		ereport(LOG,
 				(errmsg("%s: extension \"%s\" found in database \"%s\"",
 						MyBgworkerEntry->bgw_name, ISM_EXTENSION_NAME,
 						ism_database)));
+		/* a new extension, a new route table */
+		ism_route_cache_invalidate();
+		w->seed_pending = true;
+	}
 	else if (!present && !w->waiting_logged)
 	{
 		ereport(LOG,
@@ -359,6 +503,91 @@ watch_connection(IsmWorker *w)
 					state == ISM_NATS_CONNECTED ? "idle" : "waiting for NATS");
 }
 
+/* The consumer this worker's route asks for, as spec and as a fingerprint. */
+static bool
+wanted_consumer(IsmWorker *w, const char *selector, IsmConsumerSpec *spec,
+				char *durable, size_t durable_len, char *fingerprint, size_t len)
+{
+	RouteLookupResult result;
+	const IsmRoute *r = ism_route_cache_resolve(selector, &result);
+
+	if (r == NULL || !r->jetstream_enabled)
+		return false;
+
+	/*
+	 * Durable names as upstream: ismcore's "<stream>_sub_1" for the router;
+	 * core-go's pull mode uses the queue for the state-tables writer.
+	 */
+	if (w->role == ISM_ROLE_WRITER && r->queue)
+		strlcpy(durable, r->queue, durable_len);
+	else
+		snprintf(durable, durable_len, "%s_sub_1", r->name);
+
+	spec->stream = r->name;
+	spec->subject = r->subject;
+	spec->durable = durable;
+	/* core-go filters on its subject; ismcore's filters cover the stream */
+	spec->filter_subject = w->role == ISM_ROLE_WRITER ? r->subject : NULL;
+	spec->ack_wait_s = r->ack_wait;
+	/* ismcore fixes 1000; core-go leaves it to the server, whose default is 1000 */
+	spec->max_ack_pending = r->max_ack_pending ? r->max_ack_pending : 1000;
+	snprintf(fingerprint, len, "%s|%s|%s|%s|%d|%d", spec->stream, spec->subject,
+			 durable, spec->filter_subject ? spec->filter_subject : "",
+			 spec->ack_wait_s, spec->max_ack_pending);
+	return true;
+}
+
+/*
+ * Hold the subscription this worker's route asks for: subscribe when the
+ * route appears or changes, unsubscribe when it goes.  Called when
+ * connected and the route cache is fresh.
+ */
+static void
+sync_subscription(IsmWorker *w)
+{
+	const char *selector = w->role == ISM_ROLE_ROUTER ?
+		ISM_ROUTER_SELECTOR : ISM_WRITER_SELECTOR;
+	IsmConsumerSpec spec;
+	char		durable[300];
+	char		want[ISM_MSG_LEN] = "";
+	char		err[ISM_MSG_LEN];
+	char		msg[ISM_MSG_LEN * 2];
+	const char *have = ism_nats_is_subscribed() ? w->consuming : "";
+
+	(void) wanted_consumer(w, selector, &spec, durable, sizeof(durable),
+						   want, sizeof(want));
+	if (strcmp(want, have) == 0)
+		return;
+
+	if (have[0])
+	{
+		ism_nats_unsubscribe();
+		ereport(LOG,
+				(errmsg("%s: stopped consuming route \"%s\" (%s)",
+						MyBgworkerEntry->bgw_name, selector,
+						want[0] ? "route changed" : "route removed")));
+	}
+	w->consuming[0] = '\0';
+	if (!want[0] || GetCurrentTimestamp() < w->next_subscribe_at)
+		return;
+
+	report_activity(w, STATE_RUNNING, "subscribing");
+	if (ism_nats_subscribe(&spec, err, sizeof(err)))
+	{
+		strlcpy(w->consuming, want, sizeof(w->consuming));
+		w->subscribe_log.last[0] = '\0';
+		ereport(LOG,
+				(errmsg("%s: consuming route \"%s\": stream \"%s\", consumer \"%s\"",
+						MyBgworkerEntry->bgw_name, selector, spec.stream,
+						spec.durable)));
+		return;
+	}
+	w->next_subscribe_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   ism_nats_reconnect_wait_ms);
+	snprintf(msg, sizeof(msg), "could not consume route \"%s\": %s", selector, err);
+	log_once(&w->subscribe_log, WARNING, msg);
+}
+
 /* One turn of the loop; returns how long to wait before the next. */
 static long
 worker_step(IsmWorker *w)
@@ -367,6 +596,9 @@ worker_step(IsmWorker *w)
 
 	if (!ensure_extension(w))
 		return ISM_POLL_MS;
+	if (w->seed_pending)
+		seed_routes(w);
+	refresh_route_cache(w);
 
 	if (!w->settings_ok)
 	{
@@ -379,6 +611,10 @@ worker_step(IsmWorker *w)
 		return try_connect(w);
 
 	watch_connection(w);
+	if (w->nats_state == ISM_NATS_CONNECTED)
+		sync_subscription(w);
+	if (w->nats_state == ISM_NATS_CONNECTED)
+		report_activity(w, STATE_IDLE, "idle");
 	return ISM_POLL_MS;
 }
 
