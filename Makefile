@@ -30,7 +30,7 @@ REGRESS_OPTS = --inputdir=test/regress \
 TAP_TESTS    = 1
 PROVE_TESTS  = test/t/*.pl
 
-EXTRA_CLEAN  = test/ism-nats tmp_check_regress
+EXTRA_CLEAN  = test/ism-nats tmp_check_regress bench/route_bench
 
 PG_CONFIG   ?= pg_config
 PGXS        := $(shell $(PG_CONFIG) --pgxs)
@@ -44,3 +44,12 @@ test/ism-nats: test/ism_nats.c
 	$(CC) $(CFLAGS) -Wextra -Werror -o $@ $< -lnats
 
 installcheck: test/ism-nats
+
+# Route resolution with 10,000 routes in the worker's cache (not a test).
+bench/route_bench: bench/route_bench.c src/route_index.c src/route_index.h
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ bench/route_bench.c src/route_index.c
+
+bench-routes: bench/route_bench
+	bench/route_bench
+
+.PHONY: bench-routes

@@ -186,15 +186,29 @@ sub stop
 	$self->{handle} = undef;
 }
 
-# Names of the clients connected to this server (monitoring endpoint).
-sub client_names
+# The server's client connections (monitoring endpoint /connz).
+sub connections
 {
 	my ($self) = @_;
 	my $res = HTTP::Tiny->new(timeout => 5)
-	  ->get("http://127.0.0.1:$self->{http_port}/connz?limit=1024");
+	  ->get("http://127.0.0.1:$self->{http_port}/connz?subs=1&limit=1024");
 	die "connz: $res->{status} $res->{reason}" unless $res->{success};
-	my $connz = decode_json($res->{content});
-	return [ sort map { $_->{name} // '' } @{ $connz->{connections} // [] } ];
+	return decode_json($res->{content})->{connections} // [];
+}
+
+# Names of the connected clients, sorted.
+sub client_names
+{
+	my ($self) = @_;
+	return [ sort map { $_->{name} // '' } @{ $self->connections } ];
+}
+
+# client name => [ its subscriptions' subjects, sorted ]
+sub subscriptions
+{
+	my ($self) = @_;
+	return { map { ($_->{name} // '') => [ sort @{ $_->{subscriptions_list} // [] } ] }
+		  @{ $self->connections } };
 }
 
 END
