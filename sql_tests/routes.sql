@@ -29,6 +29,14 @@ SELECT ism_state.export_routes();
 SELECT routes_digest() AS before \gset
 SELECT ism_state.load_routes(ism_state.export_routes(), true);
 SELECT routes_digest() = :'before' AS round_trip_identical;
+-- so does a route added with SQL, without url, with extra keys
+SELECT selector FROM ism_state.add_route('extra/x', 'extra.x',
+       options => '{"team": "a \"b\"", "n": [1, {"k": null}], "yes": "no"}');
+SELECT routes_digest() AS before \gset
+SELECT ism_state.load_routes(ism_state.export_routes(), true);
+SELECT routes_digest() = :'before' AS round_trip_identical;
+SELECT extra FROM ism_state.route WHERE selector = 'extra/x';
+SELECT ism_state.remove_route('extra/x');
 
 -- loading the same file again rewrites nothing
 SELECT max(updated_at) AS last_update FROM ism_state.route \gset
@@ -156,6 +164,11 @@ SELECT ism_state.load_routes($$messageConfig:
     - selector: a/b
       name: a_b
       url: nats://h:4222
+$$);
+SELECT ism_state.load_routes($$messageConfig:
+  routes:
+    - selector: a/b
+      subject: a.b
 $$);
 -- wrong types
 SELECT ism_state.load_routes($$messageConfig:

@@ -56,7 +56,12 @@ static const RouteKey route_keys[] = {
 	{"mirror", RK_NAME, FIELD(mirror), 1, 255},
 };
 
-/* Keys both upstream loaders require; add_route() may leave out the last two. */
+/*
+ * Keys a routing YAML must give; add_route() may leave out the last one
+ * (it derives the stream name from the subject).  Upstream also requires
+ * url, but ism_state connects to ism_state.nats_url whatever a route says,
+ * so url is optional: a route added without one still exports and loads.
+ */
 static const struct
 {
 	const char *key;
@@ -65,7 +70,6 @@ static const struct
 	{"selector", FIELD(selector)},
 	{"subject", FIELD(subject)},
 	{"name", FIELD(name)},
-	{"url", FIELD(url)},
 };
 
 void
@@ -254,8 +258,8 @@ route_spec_set(RouteSpec *spec, const char *key, const RouteValue *value,
 }
 
 /*
- * After all keys are set: are the required keys there (all four from YAML,
- * selector and subject from SQL)?  Fills the defaults that depend on other
+ * After all keys are set: are the required keys there (all three from
+ * YAML, selector and subject from SQL)?  Fills the defaults that depend on other
  * keys.  *missing_key names the first one missing.
  */
 bool
