@@ -69,6 +69,7 @@ unix_socket_directories = '$DIR'
 shared_preload_libraries = 'ism_state'
 ism_state.database = 'postgres'
 ism_state.nats_url = 'nats://127.0.0.1:$NATS_PORT'
+ism_state.routing_file = '$DIR/routing.yaml'
 EOF
 	fi
 	if as_pg "$PGBIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
@@ -82,7 +83,7 @@ EOF
 
 wait_for_connected() {
 	for _ in $(seq 100); do
-		if [ "$(psql_demo -tAc "SELECT bool_and(nats_state = 'connected') FROM ism_state.pg_stat_ism_worker")" = t ]; then
+		if [ "$(psql_demo -tAc "SELECT bool_and(nats_state = 'connected') AND (SELECT count(*) > 0 FROM ism_state.route) FROM ism_state.pg_stat_ism_worker")" = t ]; then
 			return 0
 		fi
 		sleep 0.1
@@ -93,6 +94,7 @@ wait_for_connected() {
 
 status() {
 	psql_demo -c 'SELECT pid, role, state, nats_state, nats_server, connected_since, reconnects, last_error FROM ism_state.pg_stat_ism_worker'
+	psql_demo -c 'SELECT selector, name AS stream, subject, ack_wait FROM ism_state.route ORDER BY selector'
 }
 
 up() {
@@ -101,7 +103,9 @@ up() {
 	if [ -w "$(pg_config --pkglibdir)" ]; then make -s install; else sudo make -s install; fi
 
 	mkdir -p "$DIR"
-	[ "$(id -u)" -ne 0 ] || chown postgres: "$DIR"
+	# the platform's example routes, with the demo's NATS port
+	sed "s|nats://127.0.0.1:4222|nats://127.0.0.1:$NATS_PORT|" test/data/routing.yaml > "$DIR/routing.yaml"
+	[ "$(id -u)" -ne 0 ] || chown -R postgres: "$DIR"
 	start_nats
 	start_postgres
 	wait_for_connected
@@ -111,6 +115,7 @@ ism_state is up.  Data, logs and sockets are under $DIR.
   psql:         psql -h $DIR -p $PG_PORT -U postgres postgres
   health:       scripts/demo.sh status
   NATS:         nats://127.0.0.1:$NATS_PORT (monitoring http://127.0.0.1:$NATS_HTTP_PORT)
+  routes:       $DIR/routing.yaml (edit, then SELECT pg_reload_conf())
   stop:         scripts/demo.sh down
 EOF
 }

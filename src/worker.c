@@ -20,7 +20,6 @@
  */
 #include "ism_state.h"
 
-#include <unistd.h>
 
 #include "access/xact.h"
 #include "commands/extension.h"
@@ -204,7 +203,7 @@ static void
 seed_routes(IsmWorker *w)
 {
 	char		err[ISM_MSG_LEN];
-	char		msg[ISM_MSG_LEN + MAXPGPATH];
+	char		msg[ISM_MSG_LEN + 64];
 	int			nroutes = 0;
 
 	w->seed_pending = false;
@@ -218,8 +217,7 @@ seed_routes(IsmWorker *w)
 						MyBgworkerEntry->bgw_name, nroutes, ism_routing_file)));
 	else
 	{
-		snprintf(msg, sizeof(msg), "could not load routes from \"%s\": %s",
-				 ism_routing_file, err);
+		snprintf(msg, sizeof(msg), "could not load ism_state.routing_file: %s", err);
 		ereport(WARNING,
 				(errmsg("%s: %s", MyBgworkerEntry->bgw_name, msg),
 				 errdetail("The route table is unchanged; fix the file and reload the configuration.")));
@@ -265,21 +263,6 @@ nats_settings_fingerprint(void)
 					ism_nats_connect_timeout_ms, ism_nats_reconnect_wait_ms);
 }
 
-/* The router seeds the route catalogue from this file: say early if it can't. */
-static void
-check_routing_file(IsmWorker *w)
-{
-	char		msg[ISM_MSG_LEN + MAXPGPATH];
-
-	if (w->role != ISM_ROLE_ROUTER || !ism_routing_file[0] ||
-		access(ism_routing_file, R_OK) == 0)
-		return;
-	snprintf(msg, sizeof(msg), "could not read ism_state.routing_file \"%s\": %s",
-			 ism_routing_file, strerror(errno));
-	ereport(WARNING, (errmsg("%s: %s", MyBgworkerEntry->bgw_name, msg)));
-	ism_stats_set_error(msg);
-}
-
 /* Can the worker reach NATS with these settings at all? */
 static bool
 nats_settings_are_usable(void)
@@ -308,7 +291,6 @@ apply_settings(IsmWorker *w)
 {
 	char	   *fingerprint = nats_settings_fingerprint();
 
-	check_routing_file(w);
 	w->settings_ok = nats_settings_are_usable();
 	if (w->nats_settings && strcmp(fingerprint, w->nats_settings) != 0 &&
 		ism_nats_is_open())

@@ -46,11 +46,12 @@ ok(count_log_matches($node,
 		qr/WARNING:  ism_state router: invalid ism_state.nats_url: unsupported scheme "foo"/),
 	'so does the log');
 ok(count_log_matches($node,
-		qr/ism_state router: could not read ism_state.routing_file "\/nonexistent\/routing.yaml": No such file or directory/),
+		qr/WARNING:  ism_state router: could not load ism_state.routing_file: could not open routing file "\/nonexistent\/routing.yaml": No such file or directory/),
 	'a missing routing file is reported');
 my $pids = worker_pids($node);
 sleep 2;
 is_deeply(worker_pids($node), $pids, 'bad settings do not crash the workers');
+$node->safe_psql('postgres', "ALTER SYSTEM SET ism_state.routing_file = ''");
 
 my @bad_urls = (
 	[ 'nats://', 'has no host' ],

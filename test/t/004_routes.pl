@@ -62,6 +62,11 @@ like($info, qr/^filter=data\.transformers\.state-tables$/m,
 	'the writer consumer (core-go durable name) filters on its subject');
 like($info, qr/^max_ack_pending=100$/m, 'and takes max_ack_pending from the route');
 
+# --- pg_dump dumps the route table (extension configuration table) --------
+my ($dump) = run_command([ 'pg_dump', '--data-only', '-d', $node->connstr('postgres') ]);
+like($dump, qr/^COPY ism_state\.route .* FROM stdin;\n(.*\n){7}\\\.$/m,
+	'pg_dump dumps the seven routes');
+
 # --- a removed route's subscription goes within a second -------------------
 sub subs_of { my ($name) = @_; return $nats->subscriptions->{$name} // [] }
 
@@ -128,13 +133,14 @@ close $fh;
 my $offset = -s $node->logfile;
 $node->reload;
 $node->wait_for_log(
-	qr/router: could not load routes from ".*": invalid routing YAML at line 3, column 27: route entry 1 \("x"\), key "name"/,
+	qr/router: could not load ism_state.routing_file: invalid routing YAML at line 3, column 27: route entry 1 \("x"\), key "name"/,
 	$offset);
 pass('a bad routing file is reported with line, column and key');
 is($node->safe_psql('postgres', $digest_sql), $digest, 'and changes nothing');
 like($node->safe_psql('postgres',
 		"SELECT last_error FROM ism_state.pg_stat_ism_worker WHERE role = 'router'"),
-	qr/^could not load routes from/, 'the health view shows it');
+	qr/^could not load ism_state.routing_file: invalid routing YAML/,
+	'the health view shows it');
 
 $node->stop('fast');
 done_testing();
