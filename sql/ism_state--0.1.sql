@@ -4,6 +4,7 @@
 \echo Use "CREATE EXTENSION ism_state" to load this file. \quit
 
 CREATE FUNCTION pg_stat_ism_worker(
+    OUT worker integer,
     OUT pid integer,
     OUT role text,
     OUT database text,

@@ -11,10 +11,10 @@ BEGIN
 END
 $$;
 
-SELECT role, database, state, nats_state, pid IS NOT NULL AS running,
+SELECT worker, role, database, state, nats_state, pid IS NOT NULL AS running,
        nats_server, connected_since, reconnects, last_error,
        started_at <= now() AS started, last_activity_at >= started_at AS active
-  FROM ism_state.pg_stat_ism_worker ORDER BY role;
+  FROM ism_state.pg_stat_ism_worker ORDER BY worker;
 
 -- the view's pids are the workers pg_stat_activity shows
 SELECT a.backend_type, a.state, a.query

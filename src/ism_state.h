@@ -39,6 +39,7 @@ extern char *ism_nats_tls_cert;
 extern char *ism_nats_tls_key;
 extern int	ism_nats_connect_timeout_ms;
 extern int	ism_nats_reconnect_wait_ms;
+extern int	ism_stream_replicas;
 
 extern void ism_define_settings(void);
 extern bool ism_validate_nats_url(const char *url, char *errbuf, size_t errlen);

@@ -110,12 +110,15 @@ typedef struct NatsSecrets
 	char		token[1024];
 } NatsSecrets;
 
+/* The password is read only for a user: it means nothing without one. */
 static bool
 resolve_secrets(NatsSecrets *secrets, char *errbuf, size_t errlen)
 {
-	return resolve_secret("ism_state.nats_password", ism_nats_password,
-						  secrets->password, sizeof(secrets->password),
-						  errbuf, errlen) &&
+	secrets->password[0] = '\0';
+	return (!ism_nats_user[0] ||
+			resolve_secret("ism_state.nats_password", ism_nats_password,
+						   secrets->password, sizeof(secrets->password),
+						   errbuf, errlen)) &&
 		resolve_secret("ism_state.nats_token", ism_nats_token,
 					   secrets->token, sizeof(secrets->token),
 					   errbuf, errlen);
@@ -328,6 +331,7 @@ ensure_stream(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
 		cfg.SubjectsLen = 2;
 		cfg.Storage = js_FileStorage;
 		cfg.Retention = js_WorkQueuePolicy;
+		cfg.Replicas = ism_stream_replicas;
 		jerr = 0;
 		s = js_AddStream(NULL, js, &cfg, NULL, &jerr);
 		return s == NATS_OK ||

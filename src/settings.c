@@ -31,6 +31,7 @@ char	   *ism_nats_tls_cert = NULL;
 char	   *ism_nats_tls_key = NULL;
 int			ism_nats_connect_timeout_ms = 2000;
 int			ism_nats_reconnect_wait_ms = 2000;
+int			ism_stream_replicas = 1;
 
 static const char *show_nats_url(void);
 
@@ -100,6 +101,12 @@ ism_define_settings(void)
 							"this; a lost connection is retried at this interval.",
 							&ism_nats_reconnect_wait_ms, 2000, 100, 300000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ism_state.stream_replicas",
+							"Replicas of the JetStream streams ism_state creates.",
+							"1 for a single nats-server; 3 on a JetStream cluster.",
+							&ism_stream_replicas, 1, 1, 5,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ism_state");
 }

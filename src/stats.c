@@ -298,14 +298,15 @@ ism_stat_worker(PG_FUNCTION_ARGS)
 	for (int i = 0; i < ism_shared->nslots; i++)
 	{
 		IsmWorkerSlot copy;
-		Datum		values[12];
-		bool		nulls[12] = {0};
+		Datum		values[13];
+		bool		nulls[13] = {0};
 		int			c = 0;
 
 		SpinLockAcquire(&ism_shared->slots[i].mutex);
 		memcpy(&copy, &ism_shared->slots[i], sizeof(copy));
 		SpinLockRelease(&ism_shared->slots[i].mutex);
 
+		values[c++] = Int32GetDatum(i);
 		nulls[c] = (copy.pid == 0);
 		values[c++] = Int32GetDatum(copy.pid);
 		values[c++] = CStringGetTextDatum(ism_worker_role_name(copy.role));

@@ -256,11 +256,12 @@ refresh_route_cache(IsmWorker *w)
 static char *
 nats_settings_fingerprint(void)
 {
-	return psprintf("%s|%s|%s|%s|%s|%s|%s|%s|%d|%d",
+	return psprintf("%s|%s|%s|%s|%s|%s|%s|%s|%d|%d|%d",
 					ism_nats_url, ism_nats_user, ism_nats_password,
 					ism_nats_token, ism_nats_creds_file, ism_nats_tls_ca,
 					ism_nats_tls_cert, ism_nats_tls_key,
-					ism_nats_connect_timeout_ms, ism_nats_reconnect_wait_ms);
+					ism_nats_connect_timeout_ms, ism_nats_reconnect_wait_ms,
+					ism_stream_replicas);
 }
 
 /* Can the worker reach NATS with these settings at all? */

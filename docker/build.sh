@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Build ism_state and stage what the image needs under DESTDIR: the
+# extension (library, control file, SQL scripts) and the shared libraries
+# it loads that the postgres image lacks (nats.c, libyaml, libcjson and
+# theirs).  The Dockerfile's build stage runs this; so do the tests, on the
+# build machine, where no container engine may run.
+#
+#   docker/build.sh --destdir DIR [--install-deps]
+#
+# --install-deps installs the build packages first (apt-get; in the image).
+# The source is copied to a scratch directory, so the tree is left as it is.
+set -euo pipefail
+
+DESTDIR=
+INSTALL_DEPS=no
+while [ $# -gt 0 ]; do
+	case "$1" in
+		--destdir) DESTDIR=$2; shift 2 ;;
+		--install-deps) INSTALL_DEPS=yes; shift ;;
+		*) echo "usage: $0 --destdir DIR [--install-deps]" >&2; exit 2 ;;
+	esac
+done
+[ -n "$DESTDIR" ] || { echo "$0: --destdir is required" >&2; exit 2; }
+
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+PG_MAJOR=${PG_MAJOR:-15}
+# the packages whose shared objects the extension loads at run time
+RUNTIME_PACKAGES=(libnats3.4 libyaml-0-2 libcjson1 libprotobuf-c1)
+
+if [ "$INSTALL_DEPS" = yes ]; then
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends build-essential \
+		"postgresql-server-dev-$PG_MAJOR" libnats-dev libyaml-dev libcjson-dev
+fi
+
+build=$(mktemp -d)
+trap 'rm -rf "$build"' EXIT
+tar -C "$SRC" -cf - Makefile ism_state.control sql src | tar -C "$build" -xf -
+make -C "$build" -s
+make -C "$build" -s install DESTDIR="$DESTDIR"
+
+# runtime libraries: what the extension links against, from their packages
+libdir=$(dirname "$(dpkg -L libnats3.4 | grep -m1 '/libnats\.so')")
+mkdir -p "$DESTDIR$libdir"
+for pkg in "${RUNTIME_PACKAGES[@]}"; do
+	dpkg -L "$pkg" | grep -E '\.so(\.[0-9]+)*$' | while read -r lib; do
+		cp -a "$lib" "$DESTDIR$libdir/"
+	done
+done
+
+# every library the extension needs resolves, against the staged ones first
+so=$(find "$DESTDIR" -name ism_state.so)
+if LD_LIBRARY_PATH="$DESTDIR$libdir" ldd "$so" | grep -q 'not found'; then
+	echo "$0: unresolved libraries:" >&2
+	LD_LIBRARY_PATH="$DESTDIR$libdir" ldd "$so" | grep 'not found' >&2
+	exit 1
+fi
+echo "staged in $DESTDIR:"
+(cd "$DESTDIR" && find . -type f -o -type l | sort)
