@@ -14,6 +14,8 @@ PACKAGES=(
 	libcjson-dev            # ISM messages
 	nats-server             # 2.9, JetStream: tests and demo
 	libipc-run-perl         # PostgreSQL::Test::Cluster needs IPC::Run
+	yamllint                # every YAML file is linted
+	python3-yaml            # test/check_manifests.py
 )
 
 missing=()

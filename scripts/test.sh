@@ -19,6 +19,8 @@ if [ "$(id -u)" -ne 0 ] && [ ! -w "$(pg_config --pkglibdir)" ]; then
 	SUDO=sudo
 fi
 
+echo "== yamllint"
+yamllint --strict .
 echo "== build"
 make -s
 echo "== install"
