@@ -10,7 +10,8 @@ EXTENSION    = ism_state
 MODULE_big   = ism_state
 OBJS         = src/ism_state.o src/settings.o src/stats.o src/nats_conn.o \
                src/worker.o src/route_index.o src/route_spec.o src/route_yaml.o \
-               src/routes.o src/route_cache.o
+               src/routes.o src/route_cache.o src/jetstream.o \
+               src/router.o src/partition.o
 DATA         = $(wildcard sql/ism_state--*.sql)
 PGFILEDESC   = "ism_state - Alethic ISM state router and state tables"
 
@@ -18,7 +19,7 @@ PG_CPPFLAGS  = -I$(srcdir)/src
 # -Wextra, less unused-parameter: PostgreSQL's own headers (bufpage.h) and
 # its fixed-signature callbacks (signal, shmem-exit) trip it.
 PG_CFLAGS    = -Wall -Wextra -Werror -Wno-unused-parameter
-SHLIB_LINK   = -lnats -lyaml
+SHLIB_LINK   = -lnats -lyaml -lcjson
 
 # pg_regress wants <dir>/sql and <dir>/expected; test/regress links them to
 # the top-level sql_tests/ and expected/.

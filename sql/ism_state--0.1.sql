@@ -182,3 +182,29 @@ REVOKE ALL ON FUNCTION remove_route(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION export_routes() FROM PUBLIC;
 REVOKE ALL ON FUNCTION resolve_route(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION route_changed() FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Messages given up on: kept with their error, never silently dropped.
+-- ---------------------------------------------------------------------------
+CREATE TABLE dead_letter (
+    id          bigserial PRIMARY KEY,
+    failed_at   timestamptz NOT NULL DEFAULT now(),
+    worker      text NOT NULL,          -- router or writer
+    subject     text NOT NULL,          -- where the message arrived
+    stream      text NOT NULL,
+    stream_seq  bigint NOT NULL,
+    deliveries  bigint NOT NULL,
+    route_id    text,                   -- the message's route_id, if it had one
+    payload     bytea NOT NULL,         -- the message as received
+    error       text NOT NULL
+);
+
+COMMENT ON TABLE dead_letter IS
+'Inbound messages ism_state could not handle, with the reason';
+
+CREATE INDEX dead_letter_failed_at ON dead_letter (failed_at);
+
+SELECT pg_catalog.pg_extension_config_dump('ism_state.dead_letter', '');
+SELECT pg_catalog.pg_extension_config_dump('ism_state.dead_letter_id_seq', '');
+
+GRANT SELECT ON dead_letter TO pg_monitor;

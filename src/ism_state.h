@@ -40,6 +40,9 @@ extern char *ism_nats_tls_key;
 extern int	ism_nats_connect_timeout_ms;
 extern int	ism_nats_reconnect_wait_ms;
 extern int	ism_stream_replicas;
+extern int	ism_max_message_bytes;
+extern int	ism_max_deliveries;
+extern int	ism_publish_timeout_ms;
 
 extern void ism_define_settings(void);
 extern bool ism_validate_nats_url(const char *url, char *errbuf, size_t errlen);
@@ -119,6 +122,7 @@ extern const IsmRoute *ism_route_cache_resolve(const char *selector,
 /* Background worker (worker.c) */
 extern void ism_register_workers(void);
 extern PGDLLEXPORT void ism_worker_main(Datum main_arg);
+extern bool ism_worker_stopping(void);
 
 /* NATS connection (nats_conn.c); main thread only */
 extern bool ism_nats_connect(const char *client_name, char *errbuf, size_t errlen);
@@ -139,10 +143,43 @@ typedef struct IsmConsumerSpec
 	int			max_ack_pending;
 } IsmConsumerSpec;
 
+/* JetStream (jetstream.c); main thread only */
 extern bool ism_nats_subscribe(const IsmConsumerSpec *spec, char *errbuf,
 							   size_t errlen);
 extern bool ism_nats_is_subscribed(void);
 extern void ism_nats_unsubscribe(void);
+
+/* A fetched message; valid until ism_nats_release. */
+typedef struct IsmMessage
+{
+	void	   *handle;			/* the natsMsg */
+	const char *subject;
+	const char *data;
+	int			len;
+	uint64		stream_seq;
+	uint64		deliveries;		/* 1 the first time */
+	char		stream[256];
+} IsmMessage;
+
+typedef enum IsmSettle
+{
+	ISM_ACK,
+	ISM_NAK,
+	ISM_TERM,
+	ISM_IN_PROGRESS
+} IsmSettle;
+
+extern int	ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms,
+						   char *errbuf, size_t errlen);
+extern void ism_nats_release(IsmMessage *msgs, int n);
+extern bool ism_nats_settle(IsmMessage *m, IsmSettle how, int64 delay_ms,
+							char *errbuf, size_t errlen);
+extern bool ism_nats_ensure_stream(const char *stream, const char *subject,
+								   char *errbuf, size_t errlen);
+extern bool ism_nats_publish(const char *subject, const char *data, size_t len,
+							 const char *msg_id, bool jetstream,
+							 char *errbuf, size_t errlen);
+extern bool ism_nats_publish_wait(int timeout_ms, char *errbuf, size_t errlen);
 extern void ism_nats_shutdown(void);
 
 #endif							/* ISM_STATE_H */

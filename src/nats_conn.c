@@ -24,17 +24,15 @@
 #include <signal.h>
 #include <stdio.h>
 
-#include <nats/nats.h>
+#include "nats_internal.h"
 
 static natsConnection *conn = NULL;
-static jsCtx *js = NULL;
-static natsSubscription *subscription = NULL;
 static natsStatistics *conn_stats = NULL;
 static bool library_open = false;
 static uint64_t seen_reconnects = 0;
 
 /* Run the calls that may create threads with every signal blocked. */
-static void
+void
 block_all_signals(sigset_t *saved)
 {
 	sigset_t	all;
@@ -43,7 +41,7 @@ block_all_signals(sigset_t *saved)
 	pthread_sigmask(SIG_SETMASK, &all, saved);
 }
 
-static void
+void
 restore_signals(const sigset_t *saved)
 {
 	pthread_sigmask(SIG_SETMASK, saved, NULL);
@@ -53,7 +51,7 @@ restore_signals(const sigset_t *saved)
  * "<status text>: <library detail>", without the detail's "(file.c:123): "
  * prefix and without saying the same thing twice.
  */
-static void
+void
 describe_failure(natsStatus s, char *errbuf, size_t errlen)
 {
 	natsStatus	detail_status;
@@ -231,6 +229,12 @@ ism_nats_is_open(void)
 	return conn != NULL;
 }
 
+natsConnection *
+ism_nats_connection(void)
+{
+	return conn;
+}
+
 /*
  * The connection's state now.  Fills server with the connected URL
  * (password masked), *reconnects with the reconnections since the last
@@ -280,222 +284,12 @@ ism_nats_poll(char *server, size_t serverlen, int64 *reconnects,
 	return ISM_NATS_DISCONNECTED;
 }
 
-/* "<what>: <status>[ (JetStream error N)]: <detail>" */
-static bool
-js_failure(const char *what, natsStatus s, jsErrCode jerr,
-		   char *errbuf, size_t errlen)
-{
-	char		detail[512];
-
-	describe_failure(s, detail, sizeof(detail));
-	if (jerr)
-		snprintf(errbuf, errlen, "%s: %s (JetStream error %d)", what, detail, (int) jerr);
-	else
-		snprintf(errbuf, errlen, "%s: %s", what, detail);
-	return false;
-}
-
-static bool
-has_subject(const jsStreamConfig *cfg, const char *subject)
-{
-	for (int i = 0; i < cfg->SubjectsLen; i++)
-		if (strcmp(cfg->Subjects[i], subject) == 0)
-			return true;
-	return false;
-}
-
-/*
- * The stream as the upstream router makes it: subjects [subject, subject.>],
- * file storage, work-queue retention.  An existing stream keeps its
- * settings and gains whichever of the two subjects it lacks.
- */
-static bool
-ensure_stream(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
-{
-	char		wildcard[1024];
-	const char *wanted[2] = {spec->subject, wildcard};
-	jsStreamInfo *si = NULL;
-	jsErrCode	jerr = 0;
-	natsStatus	s;
-	bool		ok = true;
-
-	snprintf(wildcard, sizeof(wildcard), "%s.>", spec->subject);
-	s = js_GetStreamInfo(&si, js, spec->stream, NULL, &jerr);
-	if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
-	{
-		jsStreamConfig cfg;
-
-		jsStreamConfig_Init(&cfg);
-		cfg.Name = spec->stream;
-		cfg.Subjects = wanted;
-		cfg.SubjectsLen = 2;
-		cfg.Storage = js_FileStorage;
-		cfg.Retention = js_WorkQueuePolicy;
-		cfg.Replicas = ism_stream_replicas;
-		jerr = 0;
-		s = js_AddStream(NULL, js, &cfg, NULL, &jerr);
-		return s == NATS_OK ||
-			js_failure(psprintf("could not create stream \"%s\"", spec->stream),
-					   s, jerr, errbuf, errlen);
-	}
-	if (s != NATS_OK)
-		return js_failure(psprintf("could not look up stream \"%s\"", spec->stream),
-						  s, jerr, errbuf, errlen);
-
-	if (!has_subject(si->Config, wanted[0]) || !has_subject(si->Config, wanted[1]))
-	{
-		jsStreamConfig cfg = *si->Config;
-		const char **subjects = palloc(sizeof(char *) * (cfg.SubjectsLen + 2));
-		int			n = 0;
-
-		for (int i = 0; i < cfg.SubjectsLen; i++)
-			subjects[n++] = cfg.Subjects[i];
-		for (int i = 0; i < 2; i++)
-			if (!has_subject(si->Config, wanted[i]))
-				subjects[n++] = wanted[i];
-		cfg.Subjects = subjects;
-		cfg.SubjectsLen = n;
-		jerr = 0;
-		s = js_UpdateStream(NULL, js, &cfg, NULL, &jerr);
-		if (s != NATS_OK)
-			ok = js_failure(psprintf("could not add subjects to stream \"%s\"", spec->stream),
-							s, jerr, errbuf, errlen);
-		pfree(subjects);
-	}
-	jsStreamInfo_Destroy(si);
-	return ok;
-}
-
-/*
- * The durable pull consumer: created when missing, its ack wait and
- * in-flight limit brought in line with the route when they differ.  Made
- * here rather than by js_PullSubscribe, so that unsubscribing never
- * deletes it (nats.c deletes consumers it created itself).
- */
-static bool
-ensure_consumer(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
-{
-	jsConsumerInfo *ci = NULL;
-	jsConsumerConfig cfg;
-	jsErrCode	jerr = 0;
-	natsStatus	s;
-	int64_t		ack_wait_ns = (int64_t) spec->ack_wait_s * 1000000000;
-
-	s = js_GetConsumerInfo(&ci, js, spec->stream, spec->durable, NULL, &jerr);
-	if (s == NATS_OK)
-	{
-		bool		same = ci->Config->AckWait == ack_wait_ns &&
-			ci->Config->MaxAckPending == spec->max_ack_pending;
-
-		if (!same)
-		{
-			cfg = *ci->Config;
-			cfg.AckWait = ack_wait_ns;
-			cfg.MaxAckPending = spec->max_ack_pending;
-			jerr = 0;
-			s = js_UpdateConsumer(NULL, js, spec->stream, &cfg, NULL, &jerr);
-		}
-		jsConsumerInfo_Destroy(ci);
-		return s == NATS_OK ||
-			js_failure(psprintf("could not update consumer \"%s\"", spec->durable),
-					   s, jerr, errbuf, errlen);
-	}
-	if (s != NATS_NOT_FOUND && jerr != JSConsumerNotFoundErr)
-		return js_failure(psprintf("could not look up consumer \"%s\"", spec->durable),
-						  s, jerr, errbuf, errlen);
-
-	jsConsumerConfig_Init(&cfg);
-	cfg.Durable = spec->durable;
-	cfg.DeliverPolicy = js_DeliverAll;
-	cfg.AckPolicy = js_AckExplicit;
-	cfg.AckWait = ack_wait_ns;
-	cfg.MaxAckPending = spec->max_ack_pending;
-	cfg.FilterSubject = spec->filter_subject;
-	jerr = 0;
-	s = js_AddConsumer(NULL, js, spec->stream, &cfg, NULL, &jerr);
-	return s == NATS_OK ||
-		js_failure(psprintf("could not create consumer \"%s\"", spec->durable),
-				   s, jerr, errbuf, errlen);
-}
-
-/*
- * Consume spec's stream through its durable pull consumer: make sure both
- * exist, then bind a pull subscription to them.  Replaces any current
- * subscription.  Fetching is the caller's business.
- */
-bool
-ism_nats_subscribe(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
-{
-	jsSubOptions so;
-	jsErrCode	jerr = 0;
-	natsStatus	s = NATS_OK;
-	sigset_t	saved;
-
-	ism_nats_unsubscribe();
-	if (conn == NULL)
-	{
-		snprintf(errbuf, errlen, "not connected to NATS");
-		return false;
-	}
-
-	/* neither call should start a thread, but a nats.c update might */
-	if (js == NULL)
-	{
-		jsOptions	jo;
-
-		jsOptions_Init(&jo);
-		jo.Wait = ism_nats_connect_timeout_ms;
-		block_all_signals(&saved);
-		s = natsConnection_JetStream(&js, conn, &jo);
-		restore_signals(&saved);
-		if (s != NATS_OK)
-			return js_failure("could not open a JetStream context", s, 0,
-							  errbuf, errlen);
-	}
-	if (!ensure_stream(spec, errbuf, errlen) || !ensure_consumer(spec, errbuf, errlen))
-		return false;
-
-	jsSubOptions_Init(&so);
-	so.Stream = spec->stream;
-	so.Consumer = spec->durable;
-	block_all_signals(&saved);
-	s = js_PullSubscribe(&subscription, js, spec->subject, spec->durable,
-						 NULL, &so, &jerr);
-	restore_signals(&saved);
-	if (s != NATS_OK)
-	{
-		subscription = NULL;
-		return js_failure(psprintf("could not subscribe to consumer \"%s\"", spec->durable),
-						  s, jerr, errbuf, errlen);
-	}
-	return true;
-}
-
-bool
-ism_nats_is_subscribed(void)
-{
-	return subscription != NULL;
-}
-
-/* Stop consuming; the durable consumer stays on the server. */
-void
-ism_nats_unsubscribe(void)
-{
-	if (subscription == NULL)
-		return;
-	natsSubscription_Unsubscribe(subscription);
-	natsSubscription_Destroy(subscription);
-	subscription = NULL;
-}
-
 void
 ism_nats_disconnect(void)
 {
 	if (conn == NULL)
 		return;
-	ism_nats_unsubscribe();
-	jsCtx_Destroy(js);
-	js = NULL;
+	ism_js_close();
 	natsConnection_Destroy(conn);
 	conn = NULL;
 }

@@ -32,6 +32,9 @@ char	   *ism_nats_tls_key = NULL;
 int			ism_nats_connect_timeout_ms = 2000;
 int			ism_nats_reconnect_wait_ms = 2000;
 int			ism_stream_replicas = 1;
+int			ism_max_message_bytes = 8 * 1024 * 1024;
+int			ism_max_deliveries = 10;
+int			ism_publish_timeout_ms = 10000;
 
 static const char *show_nats_url(void);
 
@@ -107,6 +110,20 @@ ism_define_settings(void)
 							"1 for a single nats-server; 3 on a JetStream cluster.",
 							&ism_stream_replicas, 1, 1, 5,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ism_state.max_message_bytes",
+							"Largest inbound message handled; larger ones are dead-lettered.",
+							NULL, &ism_max_message_bytes, 8 * 1024 * 1024,
+							1024, 64 * 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("ism_state.max_deliveries",
+							"Deliveries of a message that keeps failing for a passing reason before it is dead-lettered.",
+							NULL, &ism_max_deliveries, 10, 1, 1000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("ism_state.publish_timeout",
+							"How long to wait for the PubAcks of a message's publishes.",
+							NULL, &ism_publish_timeout_ms, 10000, 100, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ism_state");
 }

@@ -37,6 +37,7 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
+#include "router.h"
 #include "routes.h"
 
 /* Seconds the postmaster waits before restarting a worker that exited. */
@@ -47,6 +48,9 @@
 
 /* How long a worker with unusable settings sleeps (SIGHUP wakes it). */
 #define ISM_CONFIG_ERROR_SLEEP_MS	60000
+
+/* Longest a fetch waits for messages: the loop's wait while consuming. */
+#define ISM_FETCH_WAIT_MS		500
 
 /* First retry delay after a failed connection attempt; doubles each time. */
 #define ISM_FIRST_BACKOFF_MS	100
@@ -71,6 +75,7 @@ typedef struct IsmWorker
 	bool		settings_ok;
 	char	   *nats_settings;	/* fingerprint of the connection settings */
 	bool		extension_present;
+	TimestampTz next_extension_check;
 	bool		waiting_logged;
 	bool		ever_connected; /* a later connect counts as a reconnect */
 	IsmNatsState nats_state;
@@ -87,6 +92,13 @@ typedef struct IsmWorker
 } IsmWorker;
 
 static volatile sig_atomic_t got_sigterm = false;
+
+/* For long work (a replay) to give up early on SIGTERM. */
+bool
+ism_worker_stopping(void)
+{
+	return got_sigterm;
+}
 
 static void
 handle_sigterm(SIGNAL_ARGS)
@@ -332,7 +344,14 @@ extension_exists(void)
 static bool
 ensure_extension(IsmWorker *w)
 {
-	bool		present = extension_exists();
+	bool		present;
+
+	/* while it is there, a look a second is plenty */
+	if (w->extension_present && GetCurrentTimestamp() < w->next_extension_check)
+		return true;
+	w->next_extension_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														  ISM_POLL_MS);
+	present = extension_exists();
 
 	if (present && !w->extension_present)
 	{
@@ -571,6 +590,23 @@ sync_subscription(IsmWorker *w)
 	log_once(&w->subscribe_log, WARNING, msg);
 }
 
+/*
+ * Router: handle what the subscription has.  The fetch itself is the
+ * loop's wait (short, so signals and route changes are seen promptly).
+ */
+static long
+consume(IsmWorker *w)
+{
+	RouteLookupResult result;
+	const IsmRoute *r = ism_route_cache_resolve(ISM_ROUTER_SELECTOR, &result);
+	int			n;
+
+	n = ism_router_consume(r ? r->batch_size : 1, ISM_FETCH_WAIT_MS);
+	/* the activity report is the router's while it handles messages */
+	w->activity[0] = '\0';
+	return n < 0 ? ISM_POLL_MS : 0;
+}
+
 /* One turn of the loop; returns how long to wait before the next. */
 static long
 worker_step(IsmWorker *w)
@@ -594,10 +630,12 @@ worker_step(IsmWorker *w)
 		return try_connect(w);
 
 	watch_connection(w);
-	if (w->nats_state == ISM_NATS_CONNECTED)
-		sync_subscription(w);
-	if (w->nats_state == ISM_NATS_CONNECTED)
-		report_activity(w, STATE_IDLE, "idle");
+	if (w->nats_state != ISM_NATS_CONNECTED)
+		return ISM_POLL_MS;
+	sync_subscription(w);
+	report_activity(w, STATE_IDLE, "idle");
+	if (w->role == ISM_ROLE_ROUTER && ism_nats_is_subscribed())
+		return consume(w);
 	return ISM_POLL_MS;
 }
 
@@ -632,6 +670,8 @@ ism_worker_main(Datum main_arg)
 					MyBgworkerEntry->bgw_name, ism_database)));
 
 	apply_settings(&w);
+	if (w.role == ISM_ROLE_ROUTER)
+		ism_router_init();
 
 	while (!got_sigterm)
 	{

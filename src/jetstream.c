@@ -1,0 +1,490 @@
+/*-------------------------------------------------------------------------
+ *
+ * jetstream.c
+ *	  JetStream on the worker's connection: streams and consumers, the
+ *	  pull subscription, fetch and acknowledgements, and pipelined
+ *	  publishing.
+ *
+ * The thread rules of nats_conn.c hold here too.  nats.c creates threads
+ * lazily (the dispatcher of the reply subscription that API requests and
+ * asynchronous publish acknowledgements arrive on), so every call that can
+ * reach the library's request or publish machinery runs with all signals
+ * blocked.  Nothing in those regions can raise a PostgreSQL error: no
+ * palloc, no elog; messages go to fixed buffers.  The one callback, which
+ * counts failed asynchronous publishes, touches only C11 atomics.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "nats_internal.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+
+#define ISM_MAX_ENSURED_STREAMS	64
+#define ISM_MAX_STREAM_SUBJECTS	64
+/* publishes awaiting their PubAck before js_PublishAsync stalls */
+#define ISM_MAX_PUBLISH_PENDING	256
+#define ISM_PUBLISH_STALL_MS	5000
+
+static jsCtx *js = NULL;
+static natsSubscription *subscription = NULL;
+static char ensured_streams[ISM_MAX_ENSURED_STREAMS][256];
+static int	nensured_streams = 0;
+static bool pending_core_publishes = false;
+
+/* written by the publish-error callback on a nats.c thread */
+static atomic_int publish_errors = 0;
+static atomic_int last_publish_status = 0;
+static atomic_int last_publish_errcode = 0;
+
+static void
+count_publish_error(jsCtx *ctx, jsPubAckErr *pae, void *closure)
+{
+	atomic_fetch_add(&publish_errors, 1);
+	atomic_store(&last_publish_status, (int) pae->Err);
+	atomic_store(&last_publish_errcode, (int) pae->ErrCode);
+}
+
+/* "<what>: <status>[: detail][ (JetStream error N)]" */
+static bool
+js_failure(const char *what, natsStatus s, jsErrCode jerr,
+		   char *errbuf, size_t errlen)
+{
+	char		detail[512];
+
+	describe_failure(s, detail, sizeof(detail));
+	if (jerr)
+		snprintf(errbuf, errlen, "%s: %s (JetStream error %d)", what, detail, (int) jerr);
+	else
+		snprintf(errbuf, errlen, "%s: %s", what, detail);
+	return false;
+}
+
+/* The JetStream context of the connection; signals blocked by the caller. */
+static bool
+open_js(char *errbuf, size_t errlen)
+{
+	jsOptions	jo;
+	natsStatus	s;
+
+	if (js)
+		return true;
+	if (ism_nats_connection() == NULL)
+	{
+		snprintf(errbuf, errlen, "not connected to NATS");
+		return false;
+	}
+	jsOptions_Init(&jo);
+	jo.Wait = ism_nats_connect_timeout_ms;
+	jo.PublishAsync.MaxPending = ISM_MAX_PUBLISH_PENDING;
+	jo.PublishAsync.ErrHandler = count_publish_error;
+	jo.PublishAsync.StallWait = ISM_PUBLISH_STALL_MS;
+	s = natsConnection_JetStream(&js, ism_nats_connection(), &jo);
+	if (s != NATS_OK)
+	{
+		js = NULL;
+		return js_failure("could not open a JetStream context", s, 0, errbuf, errlen);
+	}
+	return true;
+}
+
+static bool
+has_subject(const jsStreamConfig *cfg, const char *subject)
+{
+	for (int i = 0; i < cfg->SubjectsLen; i++)
+		if (strcmp(cfg->Subjects[i], subject) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The stream as the upstream router makes it: subjects [subject, subject.>],
+ * file storage, work-queue retention.  An existing stream keeps its
+ * settings and gains whichever of the two subjects it lacks.  Signals
+ * blocked by the caller.
+ */
+static bool
+ensure_stream_locked(const char *stream, const char *subject,
+					 char *errbuf, size_t errlen)
+{
+	char		wildcard[1024];
+	const char *wanted[2] = {subject, wildcard};
+	char		what[512];
+	jsStreamInfo *si = NULL;
+	jsErrCode	jerr = 0;
+	natsStatus	s;
+
+	for (int i = 0; i < nensured_streams; i++)
+		if (strcmp(ensured_streams[i], stream) == 0)
+			return true;
+
+	snprintf(wildcard, sizeof(wildcard), "%s.>", subject);
+	s = js_GetStreamInfo(&si, js, stream, NULL, &jerr);
+	if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
+	{
+		jsStreamConfig cfg;
+
+		jsStreamConfig_Init(&cfg);
+		cfg.Name = stream;
+		cfg.Subjects = wanted;
+		cfg.SubjectsLen = 2;
+		cfg.Storage = js_FileStorage;
+		cfg.Retention = js_WorkQueuePolicy;
+		cfg.Replicas = ism_stream_replicas;
+		jerr = 0;
+		s = js_AddStream(NULL, js, &cfg, NULL, &jerr);
+		snprintf(what, sizeof(what), "could not create stream \"%s\"", stream);
+	}
+	else if (s == NATS_OK &&
+			 (!has_subject(si->Config, wanted[0]) || !has_subject(si->Config, wanted[1])))
+	{
+		jsStreamConfig cfg = *si->Config;
+		const char *subjects[ISM_MAX_STREAM_SUBJECTS + 2];
+		int			n = 0;
+
+		for (int i = 0; i < cfg.SubjectsLen && i < ISM_MAX_STREAM_SUBJECTS; i++)
+			subjects[n++] = cfg.Subjects[i];
+		for (int i = 0; i < 2; i++)
+			if (!has_subject(si->Config, wanted[i]))
+				subjects[n++] = wanted[i];
+		cfg.Subjects = subjects;
+		cfg.SubjectsLen = n;
+		jerr = 0;
+		s = js_UpdateStream(NULL, js, &cfg, NULL, &jerr);
+		snprintf(what, sizeof(what), "could not add subjects to stream \"%s\"", stream);
+	}
+	else
+		snprintf(what, sizeof(what), "could not look up stream \"%s\"", stream);
+	jsStreamInfo_Destroy(si);
+
+	if (s != NATS_OK)
+		return js_failure(what, s, jerr, errbuf, errlen);
+	if (nensured_streams < ISM_MAX_ENSURED_STREAMS)
+		strlcpy(ensured_streams[nensured_streams++], stream, sizeof(ensured_streams[0]));
+	return true;
+}
+
+/*
+ * The durable pull consumer: created when missing, its ack wait and
+ * in-flight limit brought in line with the route when they differ.  Made
+ * here rather than by js_PullSubscribe, so that unsubscribing never
+ * deletes it (nats.c deletes consumers it created itself).
+ */
+static bool
+ensure_consumer_locked(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
+{
+	jsConsumerInfo *ci = NULL;
+	jsConsumerConfig cfg;
+	jsErrCode	jerr = 0;
+	natsStatus	s;
+	int64_t		ack_wait_ns = (int64_t) spec->ack_wait_s * 1000000000;
+	char		what[512];
+
+	s = js_GetConsumerInfo(&ci, js, spec->stream, spec->durable, NULL, &jerr);
+	if (s == NATS_OK)
+	{
+		if (ci->Config->AckWait != ack_wait_ns ||
+			ci->Config->MaxAckPending != spec->max_ack_pending)
+		{
+			cfg = *ci->Config;
+			cfg.AckWait = ack_wait_ns;
+			cfg.MaxAckPending = spec->max_ack_pending;
+			jerr = 0;
+			s = js_UpdateConsumer(NULL, js, spec->stream, &cfg, NULL, &jerr);
+		}
+		jsConsumerInfo_Destroy(ci);
+		snprintf(what, sizeof(what), "could not update consumer \"%s\"", spec->durable);
+	}
+	else if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr)
+	{
+		jsConsumerConfig_Init(&cfg);
+		cfg.Durable = spec->durable;
+		cfg.DeliverPolicy = js_DeliverAll;
+		cfg.AckPolicy = js_AckExplicit;
+		cfg.AckWait = ack_wait_ns;
+		cfg.MaxAckPending = spec->max_ack_pending;
+		cfg.FilterSubject = spec->filter_subject;
+		jerr = 0;
+		s = js_AddConsumer(NULL, js, spec->stream, &cfg, NULL, &jerr);
+		snprintf(what, sizeof(what), "could not create consumer \"%s\"", spec->durable);
+	}
+	else
+		snprintf(what, sizeof(what), "could not look up consumer \"%s\"", spec->durable);
+
+	return s == NATS_OK || js_failure(what, s, jerr, errbuf, errlen);
+}
+
+/*
+ * Consume spec's stream through its durable pull consumer: make sure both
+ * exist, then bind a pull subscription to them.  Replaces any current
+ * subscription.
+ */
+bool
+ism_nats_subscribe(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
+{
+	jsSubOptions so;
+	jsErrCode	jerr = 0;
+	natsStatus	s;
+	sigset_t	saved;
+	bool		ok;
+
+	ism_nats_unsubscribe();
+	block_all_signals(&saved);
+	ok = open_js(errbuf, errlen) &&
+		ensure_stream_locked(spec->stream, spec->subject, errbuf, errlen) &&
+		ensure_consumer_locked(spec, errbuf, errlen);
+	if (ok)
+	{
+		jsSubOptions_Init(&so);
+		so.Stream = spec->stream;
+		so.Consumer = spec->durable;
+		s = js_PullSubscribe(&subscription, js, spec->subject, spec->durable,
+							 NULL, &so, &jerr);
+		if (s != NATS_OK)
+		{
+			char		what[512];
+
+			subscription = NULL;
+			snprintf(what, sizeof(what), "could not subscribe to consumer \"%s\"",
+					 spec->durable);
+			ok = js_failure(what, s, jerr, errbuf, errlen);
+		}
+	}
+	restore_signals(&saved);
+	return ok;
+}
+
+bool
+ism_nats_is_subscribed(void)
+{
+	return subscription != NULL;
+}
+
+/* Stop consuming; the durable consumer stays on the server. */
+void
+ism_nats_unsubscribe(void)
+{
+	sigset_t	saved;
+
+	if (subscription == NULL)
+		return;
+	block_all_signals(&saved);
+	natsSubscription_Unsubscribe(subscription);
+	natsSubscription_Destroy(subscription);
+	restore_signals(&saved);
+	subscription = NULL;
+}
+
+/* Before the connection goes: the subscription, the context, the caches. */
+void
+ism_js_close(void)
+{
+	ism_nats_unsubscribe();
+	jsCtx_Destroy(js);
+	js = NULL;
+	nensured_streams = 0;
+	pending_core_publishes = false;
+	atomic_store(&publish_errors, 0);
+}
+
+/*
+ * Up to max messages from the subscription, waiting at most timeout_ms.
+ * Returns how many (0 when none came), or -1 with errbuf filled.  The
+ * caller settles each (ack, nak or term) and then releases them.
+ */
+int
+ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms, char *errbuf, size_t errlen)
+{
+	natsMsgList list = {0};
+	jsErrCode	jerr = 0;
+	natsStatus	s;
+	sigset_t	saved;
+	int			n;
+
+	if (subscription == NULL)
+		return 0;
+	block_all_signals(&saved);
+	s = natsSubscription_Fetch(&list, subscription, max, timeout_ms, &jerr);
+	restore_signals(&saved);
+	if (s == NATS_TIMEOUT)
+		return 0;
+	if (s != NATS_OK)
+	{
+		js_failure("could not fetch messages", s, jerr, errbuf, errlen);
+		return -1;
+	}
+
+	n = 0;
+	for (int i = 0; i < list.Count; i++)
+	{
+		natsMsg    *m = list.Msgs[i];
+		jsMsgMetaData *meta = NULL;
+		IsmMessage *out = &msgs[n++];
+
+		list.Msgs[i] = NULL;	/* ours now */
+		memset(out, 0, sizeof(*out));
+		out->handle = m;
+		out->subject = natsMsg_GetSubject(m);
+		out->data = natsMsg_GetData(m);
+		out->len = natsMsg_GetDataLength(m);
+		if (natsMsg_GetMetaData(&meta, m) == NATS_OK)
+		{
+			out->stream_seq = meta->Sequence.Stream;
+			out->deliveries = meta->NumDelivered;
+			strlcpy(out->stream, meta->Stream, sizeof(out->stream));
+			jsMsgMetaData_Destroy(meta);
+		}
+	}
+	natsMsgList_Destroy(&list);
+	return n;
+}
+
+void
+ism_nats_release(IsmMessage *msgs, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		natsMsg_Destroy((natsMsg *) msgs[i].handle);
+		msgs[i].handle = NULL;
+	}
+}
+
+/* Ack, nak (redeliver after delay_ms), term, or ask for more time. */
+bool
+ism_nats_settle(IsmMessage *m, IsmSettle how, int64 delay_ms, char *errbuf, size_t errlen)
+{
+	natsMsg    *msg = (natsMsg *) m->handle;
+	natsStatus	s = NATS_OK;
+	sigset_t	saved;
+
+	block_all_signals(&saved);
+	switch (how)
+	{
+		case ISM_ACK:
+			s = natsMsg_Ack(msg, NULL);
+			break;
+		case ISM_NAK:
+			s = natsMsg_NakWithDelay(msg, delay_ms, NULL);
+			break;
+		case ISM_TERM:
+			s = natsMsg_Term(msg, NULL);
+			break;
+		case ISM_IN_PROGRESS:
+			s = natsMsg_InProgress(msg, NULL);
+			break;
+	}
+	restore_signals(&saved);
+	return s == NATS_OK || js_failure("could not acknowledge a message", s, 0, errbuf, errlen);
+}
+
+/* Make sure a stream exists for subject before publishing to it. */
+bool
+ism_nats_ensure_stream(const char *stream, const char *subject,
+					   char *errbuf, size_t errlen)
+{
+	sigset_t	saved;
+	bool		ok;
+
+	block_all_signals(&saved);
+	ok = open_js(errbuf, errlen) &&
+		ensure_stream_locked(stream, subject, errbuf, errlen);
+	restore_signals(&saved);
+	return ok;
+}
+
+/*
+ * Publish without waiting: through JetStream (msg_id deduplicates a
+ * republish within the stream's window) or core NATS.  At most
+ * ISM_MAX_PUBLISH_PENDING wait for their PubAck; past that this call waits
+ * up to ISM_PUBLISH_STALL_MS.  ism_nats_publish_wait says how they ended.
+ */
+bool
+ism_nats_publish(const char *subject, const char *data, size_t len,
+				 const char *msg_id, bool jetstream, char *errbuf, size_t errlen)
+{
+	natsStatus	s;
+	sigset_t	saved;
+	bool		ok = true;
+
+	block_all_signals(&saved);
+	if (jetstream)
+	{
+		jsPubOptions po;
+
+		ok = open_js(errbuf, errlen);
+		if (ok)
+		{
+			jsPubOptions_Init(&po);
+			po.MsgId = msg_id;
+			s = js_PublishAsync(js, subject, data, (int) len, &po);
+			if (s != NATS_OK)
+				ok = js_failure("could not publish", s, 0, errbuf, errlen);
+		}
+	}
+	else
+	{
+		s = natsConnection_Publish(ism_nats_connection(), subject, data, (int) len);
+		pending_core_publishes = true;
+		if (s != NATS_OK)
+			ok = js_failure("could not publish", s, 0, errbuf, errlen);
+	}
+	restore_signals(&saved);
+	return ok;
+}
+
+/*
+ * Wait until every publish since the last call is acknowledged (JetStream)
+ * or flushed (core NATS).  false when any failed or timeout_ms passed; the
+ * ones still pending are then given up.
+ */
+bool
+ism_nats_publish_wait(int timeout_ms, char *errbuf, size_t errlen)
+{
+	natsStatus	s = NATS_OK;
+	sigset_t	saved;
+	int			failed;
+	bool		ok = true;
+
+	block_all_signals(&saved);
+	if (js)
+	{
+		jsPubOptions po;
+
+		jsPubOptions_Init(&po);
+		po.MaxWait = timeout_ms;
+		s = js_PublishAsyncComplete(js, &po);
+		if (s == NATS_TIMEOUT)
+		{
+			natsMsgList pending = {0};
+
+			if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
+			{
+				snprintf(errbuf, errlen, "%d publishes not acknowledged within %d ms",
+						 pending.Count, timeout_ms);
+				natsMsgList_Destroy(&pending);
+			}
+			ok = false;
+		}
+		else if (s != NATS_OK)
+			ok = js_failure("could not complete publishing", s, 0, errbuf, errlen);
+	}
+	if (ok && pending_core_publishes)
+	{
+		s = natsConnection_FlushTimeout(ism_nats_connection(), timeout_ms);
+		if (s != NATS_OK)
+			ok = js_failure("could not flush publishes", s, 0, errbuf, errlen);
+		pending_core_publishes = false;
+	}
+	restore_signals(&saved);
+
+	failed = atomic_exchange(&publish_errors, 0);
+	if (ok && failed > 0)
+	{
+		char		what[128];
+
+		snprintf(what, sizeof(what), "%d publishes failed", failed);
+		return js_failure(what, (natsStatus) atomic_load(&last_publish_status),
+						  (jsErrCode) atomic_load(&last_publish_errcode), errbuf, errlen);
+	}
+	return ok;
+}

@@ -1,0 +1,26 @@
+/*-------------------------------------------------------------------------
+ *
+ * nats_internal.h
+ *	  What nats_conn.c and jetstream.c share; nats.c types stay here.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ISM_NATS_INTERNAL_H
+#define ISM_NATS_INTERNAL_H
+
+#include "ism_state.h"
+
+#include <signal.h>
+
+#include <nats/nats.h>
+
+/* nats_conn.c */
+extern natsConnection *ism_nats_connection(void);
+extern void block_all_signals(sigset_t *saved);
+extern void restore_signals(const sigset_t *saved);
+extern void describe_failure(natsStatus s, char *errbuf, size_t errlen);
+
+/* jetstream.c */
+extern void ism_js_close(void);
+
+#endif							/* ISM_NATS_INTERNAL_H */

@@ -1,0 +1,1008 @@
+/*-------------------------------------------------------------------------
+ *
+ * router.c
+ *	  The ISM state router, in the router worker (reference: state-router
+ *	  §2-§6).
+ *
+ * Each inbound message is read from the durable pull consumer, checked,
+ * announced ROUTED on the monitor route (when it names a route), handled
+ * in a read-only transaction over the ISM catalog, and its outbound
+ * query_state messages published without waiting for each PubAck.  Only
+ * when every publish is acknowledged is the inbound message acked.
+ *
+ * What upstream swallows, ism_state settles explicitly:
+ *  - permanent failures (bad JSON, missing fields, unknown processor or
+ *    route): FAILED status, a row in ism_state.dead_letter, term;
+ *  - transient failures (a publish not acknowledged, a database error):
+ *    nak with a growing delay, until ism_state.max_deliveries, then as
+ *    permanent.
+ * Outbound messages carry a Nats-Msg-Id derived from the inbound stream
+ * sequence, so a redelivered message's republishes are deduplicated by
+ * JetStream within the stream's duplicate window.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ism_state.h"
+
+#include <cjson/cJSON.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "router.h"
+#include "routes.h"
+
+#define MONITOR_SELECTOR	"processor/monitor"
+#define MAX_FETCH			100
+/* rows per page and entries per message when the processor says nothing */
+#define DEFAULT_MAX_BATCH_SIZE	100
+#define DEFAULT_MAX_BATCH_LIMIT	1
+
+typedef enum Outcome
+{
+	OUTCOME_DONE,
+	OUTCOME_PERMANENT,
+	OUTCOME_TRANSIENT
+} Outcome;
+
+typedef struct Inbound
+{
+	IsmMessage *msg;
+	cJSON	   *root;
+	const char *type;
+	const char *route_id;		/* the inbound route_id, when a string */
+	int			published;		/* outbound messages so far */
+	char		error[1024];
+	bool		data_is_raw;	/* FAILED carries the raw message as data */
+} Inbound;
+
+typedef struct Processor
+{
+	char	   *id;
+	char	   *provider_id;
+	char	   *project_id;
+	int			max_batch_size;
+	int			max_batch_limit;
+	char	   *concurrency_mode;
+	char	   *concurrency_expression;
+} Processor;
+
+typedef struct Column
+{
+	int64		id;
+	char	   *name;
+	bool		is_json;
+} Column;
+
+enum
+{
+	PLAN_ROUTE,
+	PLAN_PROCESSOR,
+	PLAN_STATE,
+	PLAN_COLUMNS,
+	PLAN_PAGE,
+	NPLANS
+};
+
+static MemoryContext message_context = NULL;
+static SPIPlanPtr plans[NPLANS];
+static char plan_schema[NAMEDATALEN * 2];
+static bool monitor_missing_logged = false;
+
+/* cJSON allocates in the current memory context: reset with the message */
+static void *
+json_alloc(size_t size)
+{
+	return palloc(Max(size, 1));
+}
+
+static void
+json_free(void *p)
+{
+	if (p)
+		pfree(p);
+}
+
+void
+ism_router_init(void)
+{
+	cJSON_Hooks hooks = {json_alloc, json_free};
+
+	cJSON_InitHooks(&hooks);
+	message_context = AllocSetContextCreate(TopMemoryContext,
+											"ism_state router message",
+											ALLOCSET_DEFAULT_SIZES);
+}
+
+static Outcome pg_attribute_printf(3, 4)
+fail(Inbound *in, bool data_is_raw, const char *fmt,...)
+{
+	va_list		args;
+
+	va_start(args, fmt);
+	vsnprintf(in->error, sizeof(in->error), fmt, args);
+	va_end(args);
+	in->data_is_raw = data_is_raw;
+	return OUTCOME_PERMANENT;
+}
+
+static Outcome pg_attribute_printf(2, 3)
+retry(Inbound *in, const char *fmt,...)
+{
+	va_list		args;
+
+	va_start(args, fmt);
+	vsnprintf(in->error, sizeof(in->error), fmt, args);
+	va_end(args);
+	return OUTCOME_TRANSIENT;
+}
+
+/* --- the catalog --------------------------------------------------------- */
+
+static const char *const plan_sql[NPLANS] = {
+	"SELECT processor_id, state_id FROM %s.processor_state WHERE id = $1",
+	"SELECT provider_id, project_id, properties::text FROM %s.processor WHERE id = $1",
+	"SELECT count FROM %s.state WHERE id = $1",
+	"SELECT id, name, data_type FROM %s.state_column"
+	" WHERE state_id = $1 AND coalesce(name, '') <> ''"
+	" ORDER BY display_order NULLS LAST, id",
+	/* one page of a state, every column at once */
+	"SELECT data_index, column_id, data_value, data_json_value::text"
+	"  FROM %s.state_column_data"
+	" WHERE column_id = ANY ($1) AND data_index >= $2 AND data_index < $3",
+};
+
+static const Oid plan_types[NPLANS][3] = {
+	{TEXTOID}, {TEXTOID}, {TEXTOID}, {TEXTOID}, {INT8ARRAYOID, INT8OID, INT8OID},
+};
+
+static const int plan_nargs[NPLANS] = {1, 1, 1, 1, 3};
+
+/* Prepared once per catalog schema; the schema is a quoted identifier. */
+static SPIPlanPtr
+plan(int which)
+{
+	if (strcmp(plan_schema, ism_catalog_schema) != 0)
+	{
+		for (int i = 0; i < NPLANS; i++)
+			if (plans[i])
+			{
+				SPI_freeplan(plans[i]);
+				plans[i] = NULL;
+			}
+		strlcpy(plan_schema, ism_catalog_schema, sizeof(plan_schema));
+	}
+	if (plans[which] == NULL)
+	{
+		char	   *sql = psprintf(plan_sql[which], quote_identifier(ism_catalog_schema));
+		SPIPlanPtr	p = SPI_prepare(sql, plan_nargs[which], (Oid *) plan_types[which]);
+
+		if (p == NULL)
+			elog(ERROR, "could not prepare \"%s\": %s", sql,
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		plans[which] = p;
+	}
+	return plans[which];
+}
+
+static bool
+run_plan(int which, Datum *args, int64 limit)
+{
+	int			rc = SPI_execute_plan(plan(which), args, NULL, true, limit);
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "catalog query failed: %s", SPI_result_code_string(rc));
+	return SPI_processed > 0;
+}
+
+static char *
+column_text(int row, int col)
+{
+	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
+}
+
+/* A positive integer property, or the default when absent or null. */
+static bool
+int_property(Inbound *in, cJSON *props, const char *key, int dflt, int *out,
+			 const char *processor_id)
+{
+	cJSON	   *v = cJSON_GetObjectItemCaseSensitive(props, key);
+
+	*out = dflt;
+	if (v == NULL || cJSON_IsNull(v))
+		return true;
+	if (!cJSON_IsNumber(v) || v->valuedouble != (double) (int) v->valuedouble ||
+		v->valueint < 1)
+	{
+		char	   *printed = cJSON_PrintUnformatted(v);
+
+		fail(in, false, "processor %s: property \"%s\" must be a positive integer, not %s",
+			 processor_id, key, printed ? printed : "?");
+		return false;
+	}
+	*out = v->valueint;
+	return true;
+}
+
+static bool
+string_property(Inbound *in, cJSON *props, const char *key, char **out,
+				const char *processor_id)
+{
+	cJSON	   *v = cJSON_GetObjectItemCaseSensitive(props, key);
+
+	*out = NULL;
+	if (v == NULL || cJSON_IsNull(v))
+		return true;
+	if (!cJSON_IsString(v))
+	{
+		fail(in, false, "processor %s: property \"%s\" must be a string", processor_id, key);
+		return false;
+	}
+	*out = v->valuestring;
+	return true;
+}
+
+/* processor by id, with the properties the router uses */
+static bool
+load_processor(Inbound *in, const char *id, Processor *p)
+{
+	Datum		args[1] = {CStringGetTextDatum(id)};
+	char	   *props_text;
+	cJSON	   *props;
+
+	if (!run_plan(PLAN_PROCESSOR, args, 1))
+	{
+		fail(in, false, "processor %s not found", id);
+		return false;
+	}
+	p->id = pstrdup(id);
+	p->provider_id = column_text(0, 1);
+	p->project_id = column_text(0, 2);
+	props_text = column_text(0, 3);
+	props = props_text ? cJSON_Parse(props_text) : NULL;
+	if (props && !cJSON_IsObject(props))
+	{
+		fail(in, false, "processor %s: properties are not a JSON object", id);
+		return false;
+	}
+	return int_property(in, props, "maxBatchSize", DEFAULT_MAX_BATCH_SIZE, &p->max_batch_size, id) &&
+		int_property(in, props, "maxBatchLimit", DEFAULT_MAX_BATCH_LIMIT, &p->max_batch_limit, id) &&
+		string_property(in, props, "concurrencyMode", &p->concurrency_mode, id) &&
+		string_property(in, props, "concurrencyExpression", &p->concurrency_expression, id);
+}
+
+/* processor_state (the "route") by id */
+static bool
+load_route_row(Inbound *in, const char *route_id, char **processor_id, char **state_id)
+{
+	Datum		args[1] = {CStringGetTextDatum(route_id)};
+
+	if (!run_plan(PLAN_ROUTE, args, 2))
+	{
+		fail(in, false, "processor state (route) %s not found", route_id);
+		return false;
+	}
+	*processor_id = column_text(0, 1);
+	*state_id = column_text(0, 2);
+	if (*processor_id == NULL)
+	{
+		fail(in, false, "processor state (route) %s has no processor", route_id);
+		return false;
+	}
+	return true;
+}
+
+/* The processor's NATS route, by its provider id and the lookup rules. */
+static const IsmRoute *
+processor_route(Inbound *in, const Processor *p)
+{
+	RouteLookupResult result;
+	const IsmRoute *r;
+
+	if (p->provider_id == NULL)
+	{
+		fail(in, true, "processor %s has no provider_id to route by", p->id);
+		return NULL;
+	}
+	r = ism_route_cache_resolve(p->provider_id, &result);
+	if (result == ROUTE_AMBIGUOUS)
+		fail(in, true, "provider_id \"%s\" of processor %s matches several wildcard routes",
+			 p->provider_id, p->id);
+	else if (r == NULL)
+		fail(in, true, "no route for provider_id \"%s\" of processor %s",
+			 p->provider_id, p->id);
+	return r;
+}
+
+/* --- outbound ------------------------------------------------------------ */
+
+static bool
+truthy_json(const cJSON *v)
+{
+	if (v == NULL || cJSON_IsNull(v) || cJSON_IsFalse(v))
+		return false;
+	if (cJSON_IsNumber(v))
+		return v->valuedouble != 0;
+	if (cJSON_IsString(v))
+		return v->valuestring[0] != '\0';
+	if (cJSON_IsArray(v) || cJSON_IsObject(v))
+		return cJSON_GetArraySize(v) > 0;
+	return true;
+}
+
+/*
+ * The envelope every outbound message starts from, keys in upstream's
+ * order: type, input_route_id (always), context (always), route_id and
+ * processor_id (when known); the caller adds query_state.
+ */
+static cJSON *
+envelope(Inbound *in, bool pass_input_route, const char *route_id,
+		 const char *processor_id)
+{
+	cJSON	   *e = cJSON_CreateObject();
+	cJSON	   *input = cJSON_GetObjectItemCaseSensitive(in->root, "input_route_id");
+	cJSON	   *context = cJSON_GetObjectItemCaseSensitive(in->root, "context");
+
+	cJSON_AddStringToObject(e, "type", "query_state");
+	cJSON_AddItemToObject(e, "input_route_id",
+						  pass_input_route && input ? cJSON_Duplicate(input, true) : cJSON_CreateNull());
+	cJSON_AddItemToObject(e, "context",
+						  truthy_json(context) ? cJSON_Duplicate(context, true) : cJSON_CreateObject());
+	if (route_id)
+		cJSON_AddStringToObject(e, "route_id", route_id);
+	if (processor_id)
+		cJSON_AddStringToObject(e, "processor_id", processor_id);
+	return e;
+}
+
+/*
+ * The subject for a route (§2.5): the base subject, or on a concurrent
+ * priority route subject.{high|low}[.<partition key>].
+ */
+static char *
+outbound_subject(Inbound *in, const IsmRoute *r, const char *partition_key)
+{
+	cJSON	   *priority = cJSON_GetObjectItemCaseSensitive(in->root, "priority");
+	const char *level = "low";
+	char	   *key;
+	char	   *subject;
+
+	if (!(r->concurrent_enabled && r->concurrent_priority_enabled))
+		return r->subject;
+	if (priority && !cJSON_IsNull(priority))
+	{
+		if (!cJSON_IsString(priority) ||
+			(strcmp(priority->valuestring, "high") != 0 &&
+			 strcmp(priority->valuestring, "low") != 0))
+		{
+			fail(in, false, "\"priority\" must be \"high\" or \"low\"");
+			return NULL;
+		}
+		level = priority->valuestring;
+	}
+	if (partition_key == NULL || partition_key[0] == '\0')
+		return psprintf("%s.%s", r->subject, level);
+
+	/* upstream does not sanitise; NATS refuses these in a subject */
+	key = pstrdup(partition_key);
+	for (char *p = key; *p; p++)
+		if (*p == '*' || *p == '>' || isspace((unsigned char) *p))
+			*p = '_';
+	subject = psprintf("%s.%s.%s", r->subject, level, key);
+	if (!ism_valid_subject(subject))
+	{
+		fail(in, false, "partition key \"%s\" does not make a valid subject", partition_key);
+		return NULL;
+	}
+	return subject;
+}
+
+static Outcome
+publish(Inbound *in, const IsmRoute *r, const char *subject, cJSON *body,
+		const char *id_suffix)
+{
+	char		err[512];
+	char	   *text = cJSON_PrintUnformatted(body);
+	char	   *msg_id;
+
+	if (text == NULL)
+		return retry(in, "could not serialise an outbound message");
+	if (r->jetstream_enabled && !ism_nats_ensure_stream(r->name, r->subject, err, sizeof(err)))
+		return retry(in, "%s", err);
+	msg_id = id_suffix ?
+		psprintf("ism:%s:" UINT64_FORMAT ":%s", in->msg->stream, in->msg->stream_seq, id_suffix) :
+		psprintf("ism:%s:" UINT64_FORMAT ":%d", in->msg->stream, in->msg->stream_seq,
+				 ++in->published);
+	if (!ism_nats_publish(subject, text, strlen(text), msg_id, r->jetstream_enabled,
+						  err, sizeof(err)))
+		return retry(in, "%s", err);
+	return OUTCOME_DONE;
+}
+
+/* A processor_state status on the monitor route (§4). */
+static void
+publish_status(Inbound *in, const char *status, const char *exception, bool with_raw_data)
+{
+	RouteLookupResult result;
+	const IsmRoute *monitor = ism_route_cache_resolve(MONITOR_SELECTOR, &result);
+	cJSON	   *body;
+
+	if (monitor == NULL)
+	{
+		if (!monitor_missing_logged)
+			ereport(WARNING,
+					(errmsg("ism_state router: no route \"%s\"; status messages are not sent",
+							MONITOR_SELECTOR)));
+		monitor_missing_logged = true;
+		return;
+	}
+	monitor_missing_logged = false;
+	body = cJSON_CreateObject();
+	cJSON_AddStringToObject(body, "type", "processor_state");
+	cJSON_AddItemToObject(body, "route_id",
+						  in->route_id ? cJSON_CreateString(in->route_id) : cJSON_CreateNull());
+	cJSON_AddStringToObject(body, "status", status);
+	cJSON_AddItemToObject(body, "exception",
+						  exception ? cJSON_CreateString(exception) : cJSON_CreateNull());
+	cJSON_AddItemToObject(body, "data", with_raw_data ?
+						  cJSON_CreateString(pnstrdup(in->msg->data, in->msg->len)) :
+						  cJSON_CreateNull());
+	(void) publish(in, monitor, monitor->subject, body, status);
+}
+
+/* --- the three inbound types ---------------------------------------------- */
+
+static const char *
+required_string(Inbound *in, const char *key)
+{
+	cJSON	   *v = cJSON_GetObjectItemCaseSensitive(in->root, key);
+
+	if (v == NULL || cJSON_IsNull(v))
+	{
+		fail(in, false, "%s message without \"%s\"", in->type, key);
+		return NULL;
+	}
+	if (!cJSON_IsString(v))
+	{
+		fail(in, false, "\"%s\" must be a string", key);
+		return NULL;
+	}
+	return v->valuestring;
+}
+
+/* query_state, as a list: a single object is wrapped (§3.1). */
+static cJSON *
+entries(Inbound *in)
+{
+	cJSON	   *qs = cJSON_DetachItemFromObjectCaseSensitive(in->root, "query_state");
+
+	if (qs == NULL)
+	{
+		fail(in, false, "%s message without \"query_state\"", in->type);
+		return NULL;
+	}
+	if (cJSON_IsObject(qs))
+	{
+		cJSON	   *list = cJSON_CreateArray();
+
+		cJSON_AddItemToArray(list, qs);
+		return list;
+	}
+	if (!cJSON_IsArray(qs))
+	{
+		fail(in, false, "\"query_state\" must be an object or a list");
+		return NULL;
+	}
+	return qs;
+}
+
+static Outcome
+send_entries(Inbound *in, const Processor *p, const IsmRoute *r, cJSON *list,
+			 const char *key_route_id, bool pass_input_route,
+			 const char *route_id, const char *processor_id)
+{
+	cJSON	   *context = cJSON_GetObjectItemCaseSensitive(in->root, "context");
+	char	   *key = ism_partition_key(p->concurrency_mode, p->concurrency_expression,
+										p->project_id, key_route_id, context,
+										cJSON_GetArraySize(list) > 0 ? cJSON_GetArrayItem(list, 0) : NULL);
+	char	   *subject = outbound_subject(in, r, key);
+	cJSON	   *body;
+
+	if (subject == NULL)
+		return OUTCOME_PERMANENT;
+	body = envelope(in, pass_input_route, route_id, processor_id);
+	cJSON_AddItemToObject(body, "query_state", list);
+	return publish(in, r, subject, body, NULL);
+}
+
+/* §3.1: forward the entries through an input route */
+static Outcome
+query_state_entry(Inbound *in)
+{
+	const char *route_id = required_string(in, "route_id");
+	char	   *processor_id;
+	char	   *state_id;
+	Processor	p;
+	const IsmRoute *r;
+	cJSON	   *list;
+
+	if (route_id == NULL || (list = entries(in)) == NULL ||
+		!load_route_row(in, route_id, &processor_id, &state_id) ||
+		!load_processor(in, processor_id, &p) || (r = processor_route(in, &p)) == NULL)
+		return OUTCOME_PERMANENT;
+	return send_entries(in, &p, r, list, route_id, true, route_id, processor_id);
+}
+
+/* §3.2: send straight to a processor */
+static Outcome
+query_processor_entry(Inbound *in)
+{
+	const char *processor_id = required_string(in, "processor_id");
+	Processor	p;
+	const IsmRoute *r;
+	cJSON	   *list;
+
+	if (processor_id == NULL || (list = entries(in)) == NULL ||
+		!load_processor(in, processor_id, &p) || (r = processor_route(in, &p)) == NULL)
+		return OUTCOME_PERMANENT;
+	return send_entries(in, &p, r, list, processor_id, false, NULL, processor_id);
+}
+
+/* run_id (8 hex characters) and run_created_at (ISO 8601, UTC, µs) */
+static void
+run_stamp(char *run_id, char *created_at)
+{
+	uint8		bytes[4];
+	struct pg_tm tm;
+	fsec_t		fsec;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!pg_strong_random(bytes, sizeof(bytes)))
+		memset(bytes, 0, sizeof(bytes));
+	snprintf(run_id, 9, "%02x%02x%02x%02x", bytes[0], bytes[1], bytes[2], bytes[3]);
+	timestamp2tm(now, NULL, &tm, &fsec, NULL, NULL);
+	snprintf(created_at, 40, "%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00",
+			 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+			 (int) fsec);
+}
+
+static int
+column_position(const Column *cols, int ncols, int64 id)
+{
+	for (int i = 0; i < ncols; i++)
+		if (cols[i].id == id)
+			return i;
+	return -1;
+}
+
+/* Rows [offset, offset + n) of the state as dense entries, nulls for gaps. */
+static cJSON **
+load_page(const Column *cols, int ncols, int64 offset, int n)
+{
+	cJSON	  **rows = palloc(sizeof(cJSON *) * n);
+	Datum	   *ids = palloc(sizeof(Datum) * ncols);
+	Datum		args[3];
+
+	for (int i = 0; i < n; i++)
+	{
+		rows[i] = cJSON_CreateObject();
+		for (int c = 0; c < ncols; c++)
+			cJSON_AddNullToObject(rows[i], cols[c].name);
+	}
+	for (int c = 0; c < ncols; c++)
+		ids[c] = Int64GetDatum(cols[c].id);
+	args[0] = PointerGetDatum(construct_array(ids, ncols, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = Int64GetDatum(offset);
+	args[2] = Int64GetDatum(offset + n);
+	run_plan(PLAN_PAGE, args, 0);
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		index = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		int64		column = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		int			pos = column_position(cols, ncols, column);
+		char	   *text;
+		cJSON	   *value = NULL;
+
+		if (pos < 0 || index < offset || index >= offset + n)
+			continue;
+		if (cols[pos].is_json)
+		{
+			text = column_text(i, 4);
+			value = text ? cJSON_Parse(text) : NULL;
+		}
+		else
+		{
+			text = column_text(i, 3);
+			value = text ? cJSON_CreateString(text) : NULL;
+		}
+		if (value)
+			cJSON_ReplaceItemInObjectCaseSensitive(rows[index - offset], cols[pos].name, value);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return rows;
+}
+
+static Column *
+load_columns(const char *state_id, int *ncols)
+{
+	Datum		args[1] = {CStringGetTextDatum(state_id)};
+	Column	   *cols;
+
+	run_plan(PLAN_COLUMNS, args, 0);
+	*ncols = (int) SPI_processed;
+	cols = palloc(sizeof(Column) * Max(*ncols, 1));
+	for (int i = 0; i < *ncols; i++)
+	{
+		char	   *type = column_text(i, 3);
+
+		cols[i].id = atoll(column_text(i, 1));
+		cols[i].name = column_text(i, 2);
+		/* exact lower-case, as ism-db */
+		cols[i].is_json = type && strcmp(type, "json") == 0;
+	}
+	return cols;
+}
+
+/* §3.3: replay a whole state through a route, page by page */
+static Outcome
+query_state_route(Inbound *in)
+{
+	const char *route_id = required_string(in, "route_id");
+	char	   *processor_id;
+	char	   *state_id;
+	Processor	p;
+	const IsmRoute *r;
+	Datum		args[1];
+	int64		count;
+	Column	   *cols;
+	int			ncols;
+	char		run_id[9];
+	char		created_at[40];
+	cJSON	   *context = cJSON_GetObjectItemCaseSensitive(in->root, "context");
+	MemoryContext page_context;
+	MemoryContext outer;
+	char		err[512];
+
+	if (route_id == NULL || !load_route_row(in, route_id, &processor_id, &state_id))
+		return OUTCOME_PERMANENT;
+	args[0] = CStringGetTextDatum(state_id ? state_id : "");
+	if (!run_plan(PLAN_STATE, args, 1))
+		return fail(in, false, "state %s of route %s not found", state_id ? state_id : "(null)", route_id);
+	count = atoll(column_text(0, 1) ? column_text(0, 1) : "0");
+	cols = load_columns(state_id, &ncols);
+	if (!load_processor(in, processor_id, &p) || (r = processor_route(in, &p)) == NULL)
+		return OUTCOME_PERMANENT;
+
+	if (count <= 0)
+	{
+		char	   *key = ism_partition_key(p.concurrency_mode, p.concurrency_expression,
+											p.project_id, route_id, context, NULL);
+		char	   *subject = outbound_subject(in, r, key);
+		cJSON	   *body;
+
+		if (subject == NULL)
+			return OUTCOME_PERMANENT;
+		body = envelope(in, true, route_id, NULL);
+		cJSON_AddItemToObject(body, "query_state", cJSON_CreateArray());
+		return publish(in, r, subject, body, NULL);
+	}
+	if (ncols == 0)
+	{
+		ereport(WARNING,
+				(errmsg("ism_state router: state %s has no columns; nothing to replay for route %s",
+						state_id, route_id)));
+		return OUTCOME_DONE;
+	}
+
+	run_stamp(run_id, created_at);
+	page_context = AllocSetContextCreate(CurrentMemoryContext, "ism_state replay page",
+										 ALLOCSET_DEFAULT_SIZES);
+	for (int64 offset = 0; offset < count; offset += p.max_batch_size)
+	{
+		int			n = (int) Min(count - offset, (int64) p.max_batch_size);
+		cJSON	  **rows;
+		char	   *key;
+		char	   *subject;
+		Outcome		o = OUTCOME_DONE;
+
+		if (ism_worker_stopping())
+			return retry(in, "stopping in the middle of a replay");
+		outer = MemoryContextSwitchTo(page_context);
+		rows = load_page(cols, ncols, offset, n);
+		for (int i = 0; i < n; i++)
+		{
+			cJSON_DeleteItemFromObjectCaseSensitive(rows[i], "run_id");
+			cJSON_DeleteItemFromObjectCaseSensitive(rows[i], "run_created_at");
+			cJSON_AddStringToObject(rows[i], "run_id", run_id);
+			cJSON_AddStringToObject(rows[i], "run_created_at", created_at);
+		}
+		/* the page's first row decides the partition key (upstream) */
+		key = ism_partition_key(p.concurrency_mode, p.concurrency_expression,
+								p.project_id, route_id, context, rows[0]);
+		subject = outbound_subject(in, r, key);
+		if (subject == NULL)
+			o = OUTCOME_PERMANENT;
+		for (int start = 0; o == OUTCOME_DONE && start < n; start += p.max_batch_limit)
+		{
+			cJSON	   *body = envelope(in, true, route_id, NULL);
+			cJSON	   *chunk = cJSON_AddArrayToObject(body, "query_state");
+
+			for (int i = start; i < n && i < start + p.max_batch_limit; i++)
+				cJSON_AddItemToArray(chunk, rows[i]);
+			o = publish(in, r, subject, body, NULL);
+		}
+		MemoryContextSwitchTo(outer);
+		MemoryContextReset(page_context);
+		if (o != OUTCOME_DONE)
+			return o;
+		/* a long replay must not reach ack_wait and be replayed twice */
+		if (!ism_nats_settle(in->msg, ISM_IN_PROGRESS, 0, err, sizeof(err)))
+			return retry(in, "%s", err);
+	}
+	return OUTCOME_DONE;
+}
+
+/* --- one message ----------------------------------------------------------- */
+
+static Outcome
+dispatch(Inbound *in)
+{
+	if (strcmp(in->type, "query_state_entry") == 0)
+		return query_state_entry(in);
+	if (strcmp(in->type, "query_processor_entry") == 0)
+		return query_processor_entry(in);
+	if (strcmp(in->type, "query_state_route") == 0)
+		return query_state_route(in);
+	return fail(in, false, "unknown message type \"%s\"", in->type);
+}
+
+/* Handle in a read-only transaction; a database error is transient. */
+static Outcome
+dispatch_in_transaction(Inbound *in)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	volatile Outcome outcome = OUTCOME_DONE;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		outcome = dispatch(in);
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		outcome = retry(in, "database error: %s", edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	return outcome;
+}
+
+/* Size, encoding, JSON, an object with a "type": before anything else. */
+static Outcome
+parse(Inbound *in)
+{
+	IsmMessage *m = in->msg;
+	cJSON	   *type;
+	cJSON	   *route_id;
+
+	if (m->len > ism_max_message_bytes)
+		return fail(in, false, "message is %d bytes, more than ism_state.max_message_bytes (%d)",
+					m->len, ism_max_message_bytes);
+	if (!pg_verify_mbstr(PG_UTF8, m->data, m->len, true))
+		return fail(in, false, "message is not valid UTF-8");
+	in->root = cJSON_ParseWithLengthOpts(m->data, m->len, NULL, false);
+	if (in->root == NULL)
+	{
+		const char *at = cJSON_GetErrorPtr();
+
+		return fail(in, false, "message is not valid JSON (at byte %d)",
+					at ? (int) (at - m->data) : 0);
+	}
+	if (!cJSON_IsObject(in->root))
+		return fail(in, false, "message is not a JSON object");
+	route_id = cJSON_GetObjectItemCaseSensitive(in->root, "route_id");
+	if (cJSON_IsString(route_id))
+		in->route_id = route_id->valuestring;
+	type = cJSON_GetObjectItemCaseSensitive(in->root, "type");
+	if (type == NULL || cJSON_IsNull(type))
+		return fail(in, false, "message has no \"type\"");
+	if (!cJSON_IsString(type))
+		return fail(in, false, "\"type\" must be a string");
+	in->type = type->valuestring;
+	return OUTCOME_DONE;
+}
+
+/* Record a message given up on; false when even that failed. */
+static bool
+dead_letter(Inbound *in)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	volatile bool ok = true;
+	IsmMessage *m = in->msg;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		Oid			types[7] = {TEXTOID, TEXTOID, INT8OID, INT8OID, TEXTOID, BYTEAOID, TEXTOID};
+		Datum		args[7];
+		char		nulls[7] = "       ";
+		bytea	   *payload = palloc(VARHDRSZ + m->len);
+
+		SET_VARSIZE(payload, VARHDRSZ + m->len);
+		memcpy(VARDATA(payload), m->data, m->len);
+		args[0] = CStringGetTextDatum(m->subject ? m->subject : "");
+		args[1] = CStringGetTextDatum(m->stream);
+		args[2] = Int64GetDatum((int64) m->stream_seq);
+		args[3] = Int64GetDatum((int64) m->deliveries);
+		args[4] = in->route_id ? CStringGetTextDatum(in->route_id) : (Datum) 0;
+		nulls[4] = in->route_id ? ' ' : 'n';
+		args[5] = PointerGetDatum(payload);
+		args[6] = CStringGetTextDatum(in->error);
+
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (SPI_execute_with_args("INSERT INTO ism_state.dead_letter"
+								  " (worker, subject, stream, stream_seq, deliveries,"
+								  "  route_id, payload, error)"
+								  " VALUES ('router', $1, $2, $3, $4, $5, $6, $7)",
+								  7, types, args, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not insert into ism_state.dead_letter");
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(WARNING,
+				(errmsg("ism_state router: could not record dead letter for message %s:" UINT64_FORMAT ": %s",
+						m->stream, m->stream_seq, edata->message)));
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	return ok;
+}
+
+/* Redeliver after 1 s, 2 s, 4 s … at most a minute. */
+static int64
+nak_delay_ms(const IsmMessage *m)
+{
+	int			shift = (int) Min(m->deliveries > 0 ? m->deliveries - 1 : 0, 6);
+
+	return Min((int64) 1000 << shift, 60000);
+}
+
+static void
+settle_or_warn(IsmMessage *m, IsmSettle how, int64 delay)
+{
+	char		err[512];
+
+	if (!ism_nats_settle(m, how, delay, err, sizeof(err)))
+		ereport(WARNING, (errmsg("ism_state router: %s", err)));
+}
+
+static void
+handle_message(IsmMessage *m)
+{
+	Inbound		in;
+	Outcome		outcome;
+	char		err[512];
+
+	memset(&in, 0, sizeof(in));
+	in.msg = m;
+
+	outcome = parse(&in);
+	if (outcome == OUTCOME_DONE)
+	{
+		pgstat_report_activity(STATE_RUNNING, in.type);
+		/* before handling, as upstream; not without a route to name */
+		if (in.route_id)
+			publish_status(&in, "ROUTED", NULL, false);
+		outcome = dispatch_in_transaction(&in);
+	}
+	if (outcome == OUTCOME_DONE &&
+		!ism_nats_publish_wait(ism_publish_timeout_ms, err, sizeof(err)))
+		outcome = retry(&in, "%s", err);
+
+	if (outcome == OUTCOME_TRANSIENT && (int) m->deliveries >= ism_max_deliveries)
+	{
+		char		reason[sizeof(in.error)];
+
+		snprintf(reason, sizeof(reason), "gave up after %d deliveries: %s",
+				 (int) m->deliveries, in.error);
+		strlcpy(in.error, reason, sizeof(in.error));
+		in.data_is_raw = true;
+		outcome = OUTCOME_PERMANENT;
+	}
+
+	switch (outcome)
+	{
+		case OUTCOME_DONE:
+			settle_or_warn(m, ISM_ACK, 0);
+			break;
+		case OUTCOME_PERMANENT:
+			ereport(WARNING,
+					(errmsg("ism_state router: message %s:" UINT64_FORMAT " on \"%s\" failed: %s",
+							m->stream, m->stream_seq, m->subject, in.error)));
+			publish_status(&in, "FAILED", in.error,
+						   in.data_is_raw && m->len <= ism_max_message_bytes);
+			if (!ism_nats_publish_wait(ism_publish_timeout_ms, err, sizeof(err)))
+				ereport(WARNING, (errmsg("ism_state router: FAILED status not sent: %s", err)));
+			/* never lost: terminated only once recorded */
+			if (dead_letter(&in))
+				settle_or_warn(m, ISM_TERM, 0);
+			else
+				settle_or_warn(m, ISM_NAK, nak_delay_ms(m));
+			break;
+		case OUTCOME_TRANSIENT:
+			ereport(WARNING,
+					(errmsg("ism_state router: message %s:" UINT64_FORMAT " will be retried: %s",
+							m->stream, m->stream_seq, in.error)));
+			settle_or_warn(m, ISM_NAK, nak_delay_ms(m));
+			break;
+	}
+}
+
+/*
+ * Fetch and handle up to max_messages, waiting at most timeout_ms for the
+ * first.  Returns the number handled, -1 when fetching failed.
+ */
+int
+ism_router_consume(int max_messages, int timeout_ms)
+{
+	IsmMessage	msgs[MAX_FETCH];
+	char		err[512];
+	int			n;
+
+	n = ism_nats_fetch(msgs, Min(Max(max_messages, 1), MAX_FETCH), timeout_ms,
+					   err, sizeof(err));
+	if (n < 0)
+	{
+		ism_stats_set_error(err);
+		return -1;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(message_context);
+
+		handle_message(&msgs[i]);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(message_context);
+	}
+	ism_nats_release(msgs, n);
+	if (n > 0)
+		pgstat_report_activity(STATE_IDLE, "idle");
+	return n;
+}

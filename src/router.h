@@ -1,0 +1,22 @@
+/*-------------------------------------------------------------------------
+ *
+ * router.h
+ *	  The state router: ISM router messages in, query_state messages out.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ISM_ROUTER_H
+#define ISM_ROUTER_H
+
+#include <cjson/cJSON.h>
+
+/* router.c */
+extern void ism_router_init(void);
+extern int	ism_router_consume(int max_messages, int timeout_ms);
+
+/* partition.c */
+extern char *ism_partition_key(const char *mode, const char *expression,
+							   const char *project_id, const char *route_id,
+							   const cJSON *context, const cJSON *data);
+
+#endif							/* ISM_ROUTER_H */
