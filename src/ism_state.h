@@ -158,6 +158,7 @@ typedef struct IsmMessage
 	int			len;
 	uint64		stream_seq;
 	uint64		deliveries;		/* 1 the first time */
+	int64		timestamp_ns;	/* when the stream stored it, Unix ns */
 	char		stream[256];
 } IsmMessage;
 

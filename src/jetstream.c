@@ -331,6 +331,7 @@ ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms, char *errbuf, size_t e
 		{
 			out->stream_seq = meta->Sequence.Stream;
 			out->deliveries = meta->NumDelivered;
+			out->timestamp_ns = meta->Timestamp;
 			strlcpy(out->stream, meta->Stream, sizeof(out->stream));
 			jsMsgMetaData_Destroy(meta);
 		}

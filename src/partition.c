@@ -324,6 +324,9 @@ ism_partition_key(const char *mode, const char *expression,
 	{
 		Value		result;
 
+		/* upstream evaluates with "context or {}" */
+		if (context == NULL || cJSON_IsNull(context))
+			context = cJSON_CreateObject();
 		if (!evaluate(expression, data, context, route_id, &result))
 		{
 			elog(DEBUG1, "ism_state: concurrencyExpression \"%s\" is outside the supported subset or failed; using the project id",

@@ -28,6 +28,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "pgstat.h"
@@ -557,19 +558,27 @@ query_processor_entry(Inbound *in)
 	return send_entries(in, &p, r, list, processor_id, false, NULL, processor_id);
 }
 
-/* run_id (8 hex characters) and run_created_at (ISO 8601, UTC, µs) */
+/*
+ * run_id (8 hex characters) and run_created_at (ISO 8601, UTC, µs), as
+ * upstream, but derived from the request rather than drawn at random: a
+ * replay redelivered after a failure then publishes the very same messages
+ * under the same Nats-Msg-Ids, and JetStream keeps each once.
+ */
 static void
-run_stamp(char *run_id, char *created_at)
+run_stamp(const IsmMessage *m, char *run_id, char *created_at)
 {
-	uint8		bytes[4];
+	char	   *key = psprintf("%s:" UINT64_FORMAT ":" INT64_FORMAT,
+							   m->stream, m->stream_seq, m->timestamp_ns);
+	uint32		h = hash_bytes((const unsigned char *) key, strlen(key));
 	struct pg_tm tm;
 	fsec_t		fsec;
-	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz stored = (TimestampTz) (m->timestamp_ns / 1000) -
+		((TimestampTz) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
 
-	if (!pg_strong_random(bytes, sizeof(bytes)))
-		memset(bytes, 0, sizeof(bytes));
-	snprintf(run_id, 9, "%02x%02x%02x%02x", bytes[0], bytes[1], bytes[2], bytes[3]);
-	timestamp2tm(now, NULL, &tm, &fsec, NULL, NULL);
+	snprintf(run_id, 9, "%08x", h);
+	if (m->timestamp_ns == 0)
+		stored = GetCurrentTimestamp();
+	timestamp2tm(stored, NULL, &tm, &fsec, NULL, NULL);
 	snprintf(created_at, 40, "%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00",
 			 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
 			 (int) fsec);
@@ -705,7 +714,7 @@ query_state_route(Inbound *in)
 		return OUTCOME_DONE;
 	}
 
-	run_stamp(run_id, created_at);
+	run_stamp(in->msg, run_id, created_at);
 	page_context = AllocSetContextCreate(CurrentMemoryContext, "ism_state replay page",
 										 ALLOCSET_DEFAULT_SIZES);
 	for (int64 offset = 0; offset < count; offset += p.max_batch_size)
@@ -758,6 +767,14 @@ query_state_route(Inbound *in)
 static Outcome
 dispatch(Inbound *in)
 {
+	cJSON	   *type = cJSON_GetObjectItemCaseSensitive(in->root, "type");
+
+	if (type == NULL || cJSON_IsNull(type))
+		return fail(in, false, "message has no \"type\"");
+	if (!cJSON_IsString(type))
+		return fail(in, false, "\"type\" must be a string");
+	in->type = type->valuestring;
+
 	if (strcmp(in->type, "query_state_entry") == 0)
 		return query_state_entry(in);
 	if (strcmp(in->type, "query_processor_entry") == 0)
@@ -801,12 +818,11 @@ dispatch_in_transaction(Inbound *in)
 	return outcome;
 }
 
-/* Size, encoding, JSON, an object with a "type": before anything else. */
+/* Size, encoding, JSON, an object: before anything else. */
 static Outcome
 parse(Inbound *in)
 {
 	IsmMessage *m = in->msg;
-	cJSON	   *type;
 	cJSON	   *route_id;
 
 	if (m->len > ism_max_message_bytes)
@@ -827,12 +843,6 @@ parse(Inbound *in)
 	route_id = cJSON_GetObjectItemCaseSensitive(in->root, "route_id");
 	if (cJSON_IsString(route_id))
 		in->route_id = route_id->valuestring;
-	type = cJSON_GetObjectItemCaseSensitive(in->root, "type");
-	if (type == NULL || cJSON_IsNull(type))
-		return fail(in, false, "message has no \"type\"");
-	if (!cJSON_IsString(type))
-		return fail(in, false, "\"type\" must be a string");
-	in->type = type->valuestring;
 	return OUTCOME_DONE;
 }
 
@@ -926,8 +936,8 @@ handle_message(IsmMessage *m)
 	outcome = parse(&in);
 	if (outcome == OUTCOME_DONE)
 	{
-		pgstat_report_activity(STATE_RUNNING, in.type);
-		/* before handling, as upstream; not without a route to name */
+		pgstat_report_activity(STATE_RUNNING, "routing a message");
+		/* before validation, as upstream; not without a route to name */
 		if (in.route_id)
 			publish_status(&in, "ROUTED", NULL, false);
 		outcome = dispatch_in_transaction(&in);

@@ -2,7 +2,8 @@
  * ism-nats: the small NATS client the integration tests drive NATS with.
  *
  *   ism-nats [options] pub SUBJECT DATA            core publish
- *   ism-nats [options] sub SUBJECT [COUNT]         print COUNT messages (default 1)
+ *   ism-nats [options] sub SUBJECT [COUNT]         print COUNT messages (default 1),
+ *                                                  one "SUBJECT DATA" line each
  *   ism-nats [options] req SUBJECT DATA            request, print the reply
  *   ism-nats [options] js-pub SUBJECT DATA         JetStream publish, print the ack
  *   ism-nats [options] stream-add NAME [--workqueue] SUBJECT...
@@ -14,6 +15,7 @@
  * --cert FILE --key FILE.  DATA "-" reads standard input.
  * Exit status: 0 on success, 1 on a NATS error or timeout, 2 on bad usage.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,8 +72,10 @@ read_data(const char *arg, int *len)
 }
 
 static void
-print_msg(natsMsg *msg)
+print_msg(natsMsg *msg, bool with_subject)
 {
+	if (with_subject)
+		printf("%s ", natsMsg_GetSubject(msg));
 	fwrite(natsMsg_GetData(msg), 1, natsMsg_GetDataLength(msg), stdout);
 	fputc('\n', stdout);
 	fflush(stdout);
@@ -95,7 +99,7 @@ cmd_sub(natsConnection *nc, int argc, char **argv)
 
 		s = natsSubscription_NextMsg(&msg, sub, timeout_ms);
 		if (s == NATS_OK)
-			print_msg(msg);
+			print_msg(msg, true);
 		natsMsg_Destroy(msg);
 	}
 	natsSubscription_Destroy(sub);
@@ -202,7 +206,7 @@ run_command(natsConnection *nc, const char *cmd, int argc, char **argv)
 		{
 			s = natsConnection_Request(&reply, nc, argv[0], data, len, timeout_ms);
 			if (s == NATS_OK)
-				print_msg(reply);
+				print_msg(reply, false);
 			natsMsg_Destroy(reply);
 		}
 		free(data);

@@ -12,23 +12,60 @@ use warnings;
 
 use Exporter 'import';
 use IPC::Run;
+use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Time::HiRes qw(time);
 
 our @EXPORT = qw(new_ism_node nats_client worker_pids wait_for_workers
-  count_log_matches elapsed_of thread_signal_masks);
+  count_log_matches elapsed_of thread_signal_masks start_collecting
+  finish_collecting);
 
 my $client = ($ENV{TESTDIR} // '.') . '/test/ism-nats';
 
-# Run the test NATS client; returns (exit code, stdout, stderr).
+# Run the test NATS client; returns (exit code, stdout, stderr).  A
+# reference to a scalar as the last argument is sent on standard input
+# (as DATA "-"), for messages too large for a command line.
 sub nats_client
 {
 	my ($url, @args) = @_;
 	my ($out, $err) = ('', '');
+	my $in;
+	if (ref $args[-1] eq 'SCALAR')
+	{
+		$in = pop @args;
+		push @args, '-';
+	}
 	IPC::Run::run([ $client, '-s', $url, '-t', '3000', @args ],
-		'<', \undef, '>', \$out, '2>', \$err);
+		'<', $in // \undef, '>', \$out, '2>', \$err);
 	return ($? >> 8, $out, $err);
+}
+
+# Subscribe to $subject in the background until $count messages came (or
+# $timeout seconds passed); returns once the subscription is live.
+sub start_collecting
+{
+	my ($url, $subject, $count, $timeout) = @_;
+	my %c = (out => '', err => '');
+	$c{handle} = IPC::Run::start(
+		[ $client, '-s', $url, '-t', ($timeout // 30) * 1000, 'sub', $subject, $count ],
+		'<', \undef, '>', \$c{out}, '2>', \$c{err});
+	$c{handle}->pump until $c{err} =~ /subscribed/ || !$c{handle}->pumpable;
+	return \%c;
+}
+
+# [ [subject, decoded body], ... ] of what start_collecting gathered.
+sub finish_collecting
+{
+	my ($c) = @_;
+	$c->{handle}->finish;
+	my @msgs;
+	for my $line (split /\n/, $c->{out})
+	{
+		my ($subject, $data) = split / /, $line, 2;
+		push @msgs, [ $subject, JSON::PP->new->decode($data) ];
+	}
+	return \@msgs;
 }
 
 # A node with ism_state preloaded, pointed at $nats_url; not started.
