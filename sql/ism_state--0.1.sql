@@ -90,14 +90,15 @@ COMMENT ON TABLE route IS
 
 SELECT pg_catalog.pg_extension_config_dump('ism_state.route', '');
 
--- Running workers reload their route cache when a change commits.
-CREATE FUNCTION route_changed() RETURNS trigger
-AS 'MODULE_PATHNAME', 'ism_route_changed'
+-- Wakes the workers when a change they follow commits.
+CREATE FUNCTION notify_workers() RETURNS trigger
+AS 'MODULE_PATHNAME', 'ism_notify_workers'
 LANGUAGE C;
 
+-- Running workers reload their route cache when a change commits.
 CREATE TRIGGER route_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON route
-    FOR EACH STATEMENT EXECUTE FUNCTION route_changed();
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_workers('routes');
 
 CREATE FUNCTION load_routes(yaml text, replace boolean DEFAULT false)
 RETURNS integer
@@ -181,7 +182,7 @@ REVOKE ALL ON FUNCTION add_route(text, text, text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION remove_route(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION export_routes() FROM PUBLIC;
 REVOKE ALL ON FUNCTION resolve_route(text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION route_changed() FROM PUBLIC;
+REVOKE ALL ON FUNCTION notify_workers() FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------
 -- Messages given up on: kept with their error, never silently dropped.
@@ -196,7 +197,8 @@ CREATE TABLE dead_letter (
     deliveries  bigint NOT NULL,
     route_id    text,                   -- the message's route_id, if it had one
     payload     bytea NOT NULL,         -- the message as received
-    error       text NOT NULL
+    error       text NOT NULL,
+    replay_requested_at timestamptz     -- set by replay_dead_letter()
 );
 
 COMMENT ON TABLE dead_letter IS
@@ -208,3 +210,44 @@ SELECT pg_catalog.pg_extension_config_dump('ism_state.dead_letter', '');
 SELECT pg_catalog.pg_extension_config_dump('ism_state.dead_letter_id_seq', '');
 
 GRANT SELECT ON dead_letter TO pg_monitor;
+
+CREATE INDEX dead_letter_replay ON dead_letter (id)
+    WHERE replay_requested_at IS NOT NULL;
+
+-- The router republishes what is marked, to the subject it arrived on,
+-- and deletes the rows once JetStream has them: a replayed message that
+-- fails again comes back as a new row.
+CREATE TRIGGER replay_requested
+    AFTER UPDATE OF replay_requested_at ON dead_letter
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_workers('replays');
+
+CREATE FUNCTION replay_dead_letter(id bigint) RETURNS boolean
+LANGUAGE sql STRICT VOLATILE
+BEGIN ATOMIC
+    WITH marked AS (
+        UPDATE ism_state.dead_letter d SET replay_requested_at = now()
+         WHERE d.id = replay_dead_letter.id RETURNING 1)
+    SELECT count(*) > 0 FROM marked;
+END;
+
+COMMENT ON FUNCTION replay_dead_letter(bigint) IS
+'Publish a dead letter again to the subject it came on; false if there is no such row';
+
+CREATE FUNCTION replay_dead_letters(since timestamptz DEFAULT '-infinity',
+                                    worker text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql VOLATILE
+BEGIN ATOMIC
+    WITH marked AS (
+        UPDATE ism_state.dead_letter d SET replay_requested_at = now()
+         WHERE d.failed_at >= replay_dead_letters.since
+           AND (replay_dead_letters.worker IS NULL OR d.worker = replay_dead_letters.worker)
+        RETURNING 1)
+    SELECT count(*) FROM marked;
+END;
+
+COMMENT ON FUNCTION replay_dead_letters(timestamptz, text) IS
+'Replay every dead letter since a time (of one worker kind); returns how many';
+
+REVOKE ALL ON FUNCTION replay_dead_letter(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION replay_dead_letters(timestamptz, text) FROM PUBLIC;

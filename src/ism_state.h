@@ -88,8 +88,16 @@ extern void ism_stats_set_nats(IsmNatsState state, const char *server,
 							   int64 reconnects);
 extern void ism_stats_set_error(const char *message);
 extern void ism_stats_touch(void);
-extern void ism_notify_route_change(void);
-extern uint64 ism_route_generation(void);
+/* Committed changes the workers follow (see ism_notify_change). */
+typedef enum IsmChange
+{
+	ISM_CHANGE_ROUTES,			/* ism_state.route */
+	ISM_CHANGE_REPLAYS,			/* dead letters asked to be replayed */
+	ISM_NUM_CHANGES
+} IsmChange;
+
+extern void ism_notify_change(IsmChange change);
+extern uint64 ism_change_generation(IsmChange change);
 
 /* A route as the workers use it: a row of ism_state.route. */
 typedef struct IsmRoute

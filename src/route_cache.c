@@ -5,7 +5,7 @@
  *
  * The copy is stale when the shared route generation has moved on: every
  * committed change to the table bumps it and wakes the workers (see
- * ism_notify_route_change), so a worker reloads right after a change and
+ * ism_notify_change), so a worker reloads right after a change and
  * never polls the table.
  *
  *-------------------------------------------------------------------------
@@ -29,7 +29,7 @@ static bool cache_valid = false;
 bool
 ism_route_cache_is_stale(void)
 {
-	return !cache_valid || cache_generation != ism_route_generation();
+	return !cache_valid || cache_generation != ism_change_generation(ISM_CHANGE_ROUTES);
 }
 
 void
@@ -79,7 +79,7 @@ void
 ism_route_cache_load(void)
 {
 	/* read before the snapshot: a change committed after it bumps again */
-	uint64		generation = ism_route_generation();
+	uint64		generation = ism_change_generation(ISM_CHANGE_ROUTES);
 	MemoryContext fresh;
 	MemoryContext old;
 	IsmRoute   *routes;

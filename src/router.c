@@ -985,6 +985,89 @@ handle_message(IsmMessage *m)
 	}
 }
 
+static void
+republish_marked(void *arg)
+{
+	int		   *nreplayed = arg;
+	char		err[512];
+	Datum	   *ids;
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		args[1];
+	uint64		n;
+
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute("SELECT id, subject, payload FROM ism_state.dead_letter"
+					" WHERE replay_requested_at IS NOT NULL"
+					" ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED",
+					false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read ism_state.dead_letter");
+	n = SPI_processed;
+	ids = palloc(sizeof(Datum) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(t, SPI_tuptable->tupdesc, 1, &isnull));
+		char	   *subject = SPI_getvalue(t, SPI_tuptable->tupdesc, 2);
+		bytea	   *payload = DatumGetByteaPP(SPI_getbinval(t, SPI_tuptable->tupdesc, 3, &isnull));
+		char	   *msg_id = psprintf("ism:replay:" INT64_FORMAT, id);
+
+		if (!ism_nats_publish(subject, VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload),
+							  msg_id, true, err, sizeof(err)))
+			elog(ERROR, "could not replay dead letter " INT64_FORMAT ": %s", id, err);
+		ids[i] = Int64GetDatum(id);
+	}
+	/* deleted only once JetStream holds every one of them */
+	if (n > 0 && !ism_nats_publish_wait(ism_publish_timeout_ms, err, sizeof(err)))
+		elog(ERROR, "could not replay dead letters: %s", err);
+	args[0] = PointerGetDatum(construct_array(ids, (int) n, INT8OID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (n > 0 &&
+		SPI_execute_with_args("DELETE FROM ism_state.dead_letter WHERE id = ANY ($1)",
+							  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not delete replayed dead letters");
+	PopActiveSnapshot();
+	SPI_finish();
+	*nreplayed = (int) n;
+}
+
+/*
+ * Republish the dead letters marked for replay.  Returns how many, or -1
+ * when it failed (the rows stay marked; the caller tries again later).
+ */
+int
+ism_router_replay_dead_letters(char *errbuf, size_t errlen)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	volatile int nreplayed = 0;
+	int			n = 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		republish_marked(&n);
+		CommitTransactionCommand();
+		nreplayed = n;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		strlcpy(errbuf, edata->message, errlen);
+		FreeErrorData(edata);
+		nreplayed = -1;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	return nreplayed;
+}
+
 /*
  * Fetch and handle up to max_messages, waiting at most timeout_ms for the
  * first.  Returns the number handled, -1 when fetching failed.

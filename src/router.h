@@ -13,6 +13,7 @@
 /* router.c */
 extern void ism_router_init(void);
 extern int	ism_router_consume(int max_messages, int timeout_ms);
+extern int	ism_router_replay_dead_letters(char *errbuf, size_t errlen);
 
 /* partition.c */
 extern char *ism_partition_key(const char *mode, const char *expression,

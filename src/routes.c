@@ -483,47 +483,53 @@ ism_resolve_route(PG_FUNCTION_ARGS)
 
 /* --- change notification ------------------------------------------------ */
 
-static bool routes_changed_in_xact = false;
+static bool changed_in_xact[ISM_NUM_CHANGES];
 static bool xact_callback_registered = false;
 
 static void
 notify_workers_at_commit(XactEvent event, void *arg)
 {
-	switch (event)
+	bool		commit = (event == XACT_EVENT_COMMIT ||
+						  event == XACT_EVENT_PARALLEL_COMMIT);
+
+	if (!commit && event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
+		return;
+	for (int c = 0; c < ISM_NUM_CHANGES; c++)
 	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (routes_changed_in_xact)
-				ism_notify_route_change();
-			routes_changed_in_xact = false;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			routes_changed_in_xact = false;
-			break;
-		default:
-			break;
+		if (commit && changed_in_xact[c])
+			ism_notify_change((IsmChange) c);
+		changed_in_xact[c] = false;
 	}
 }
 
-PG_FUNCTION_INFO_V1(ism_route_changed);
+PG_FUNCTION_INFO_V1(ism_notify_workers);
 
 /*
- * Statement trigger on ism_state.route: at commit, bump the routes'
- * generation and wake the workers, who reload their cache.
+ * Statement trigger: notify_workers('routes') on ism_state.route,
+ * notify_workers('replays') on ism_state.dead_letter.  At commit, the
+ * change's generation is bumped and the workers woken.
  */
 Datum
-ism_route_changed(PG_FUNCTION_ARGS)
+ism_notify_workers(PG_FUNCTION_ARGS)
 {
-	if (!CALLED_AS_TRIGGER(fcinfo))
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	const char *what;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || trigdata->tg_trigger->tgnargs != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("route_changed() is a trigger function")));
+				 errmsg("notify_workers() is a trigger function with one argument")));
+	what = trigdata->tg_trigger->tgargs[0];
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(notify_workers_at_commit, NULL);
 		xact_callback_registered = true;
 	}
-	routes_changed_in_xact = true;
+	if (strcmp(what, "routes") == 0)
+		changed_in_xact[ISM_CHANGE_ROUTES] = true;
+	else if (strcmp(what, "replays") == 0)
+		changed_in_xact[ISM_CHANGE_REPLAYS] = true;
+	else
+		elog(ERROR, "notify_workers(): unknown change \"%s\"", what);
 	return PointerGetDatum(NULL);
 }

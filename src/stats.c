@@ -48,7 +48,8 @@ typedef struct IsmWorkerSlot
 
 typedef struct IsmSharedState
 {
-	pg_atomic_uint64 route_generation;	/* bumped by each committed route change */
+	/* bumped by each committed change of that kind, see ism_notify_change */
+	pg_atomic_uint64 generation[ISM_NUM_CHANGES];
 	int			nslots;
 	IsmWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } IsmSharedState;
@@ -85,7 +86,8 @@ ism_stats_startup_shmem(void)
 	if (!found)
 	{
 		memset(ism_shared, 0, ism_shmem_size());
-		pg_atomic_init_u64(&ism_shared->route_generation, 0);
+		for (int c = 0; c < ISM_NUM_CHANGES; c++)
+			pg_atomic_init_u64(&ism_shared->generation[c], 0);
 		ism_shared->nslots = ism_slot_count();
 		for (int i = 0; i < ism_shared->nslots; i++)
 		{
@@ -183,15 +185,16 @@ ism_stats_attach_worker(int slot, IsmWorkerRole role)
 }
 
 /*
- * A route change has committed: bump the generation the workers compare
- * their cache with, and wake them.  Called at commit by any backend.
+ * A change the workers act on has committed: bump its generation, which
+ * the workers compare with what they last saw, and wake them.  Called at
+ * commit by any backend.
  */
 void
-ism_notify_route_change(void)
+ism_notify_change(IsmChange change)
 {
 	if (ism_shared == NULL)
 		return;
-	pg_atomic_fetch_add_u64(&ism_shared->route_generation, 1);
+	pg_atomic_fetch_add_u64(&ism_shared->generation[change], 1);
 	for (int i = 0; i < ism_shared->nslots; i++)
 	{
 		IsmWorkerSlot *slot = &ism_shared->slots[i];
@@ -207,9 +210,9 @@ ism_notify_route_change(void)
 }
 
 uint64
-ism_route_generation(void)
+ism_change_generation(IsmChange change)
 {
-	return pg_atomic_read_u64(&ism_shared->route_generation);
+	return pg_atomic_read_u64(&ism_shared->generation[change]);
 }
 
 void

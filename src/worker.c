@@ -89,6 +89,9 @@ typedef struct IsmWorker
 	TimestampTz next_subscribe_at;
 	LogOnce		subscribe_log;
 	LogOnce		cache_log;
+	uint64		replays_seen;	/* router: replay generation handled */
+	TimestampTz next_replay_at; /* after a failed replay */
+	LogOnce		replay_log;
 } IsmWorker;
 
 static volatile sig_atomic_t got_sigterm = false;
@@ -590,6 +593,35 @@ sync_subscription(IsmWorker *w)
 	log_once(&w->subscribe_log, WARNING, msg);
 }
 
+/* Router: republish the dead letters an operator asked to replay. */
+static void
+replay_dead_letters(IsmWorker *w)
+{
+	uint64		generation = ism_change_generation(ISM_CHANGE_REPLAYS);
+	char		err[ISM_MSG_LEN];
+	char		msg[ISM_MSG_LEN + 64];
+	int			n;
+
+	if (generation == w->replays_seen || GetCurrentTimestamp() < w->next_replay_at)
+		return;
+	report_activity(w, STATE_RUNNING, "replaying dead letters");
+	n = ism_router_replay_dead_letters(err, sizeof(err));
+	if (n < 0)
+	{
+		w->next_replay_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														ism_nats_reconnect_wait_ms);
+		snprintf(msg, sizeof(msg), "could not replay dead letters: %s", err);
+		log_once(&w->replay_log, WARNING, msg);
+		return;
+	}
+	w->replay_log.last[0] = '\0';
+	if (n > 0)
+		ereport(LOG, (errmsg("%s: replayed %d dead letters", MyBgworkerEntry->bgw_name, n)));
+	/* a full batch: there may be more, so look again next turn */
+	if (n < 1000)
+		w->replays_seen = generation;
+}
+
 /*
  * Router: handle what the subscription has.  The fetch itself is the
  * loop's wait (short, so signals and route changes are seen promptly).
@@ -634,6 +666,8 @@ worker_step(IsmWorker *w)
 		return ISM_POLL_MS;
 	sync_subscription(w);
 	report_activity(w, STATE_IDLE, "idle");
+	if (w->role == ISM_ROLE_ROUTER)
+		replay_dead_letters(w);
 	if (w->role == ISM_ROLE_ROUTER && ism_nats_is_subscribed())
 		return consume(w);
 	return ISM_POLL_MS;
@@ -652,6 +686,8 @@ ism_worker_main(Datum main_arg)
 
 	memset(&w, 0, sizeof(w));
 	w.slot = DatumGetInt32(main_arg);
+	/* replays marked before a restart are looked for at once */
+	w.replays_seen = PG_UINT64_MAX;
 	w.role = w.slot == 0 ? ISM_ROLE_ROUTER : ISM_ROLE_WRITER;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);

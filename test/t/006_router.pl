@@ -228,6 +228,22 @@ $got = route({ type => 'query_processor_entry', processor_id => $openai, query_s
 	'language.models.openai.>', 1);
 is(scalar @$got, 1, 'and the next good message is routed');
 
+# --- a dead letter replayed once its cause is fixed -----------------------------
+my $dead = $node->safe_psql('postgres',
+	"SELECT id FROM ism_state.dead_letter WHERE error LIKE 'no route for provider_id%'");
+$node->safe_psql('postgres', "SELECT ism_state.add_route('vision/none', 'vision.none')");
+my $vision = start_collecting($url, 'vision.none', 1, 10);
+is($node->safe_psql('postgres', "SELECT ism_state.replay_dead_letter($dead)"), 't',
+	'replay_dead_letter marks the row');
+$got = finish_collecting($vision);
+is($got->[0][1]{processor_id}, 'p-noroute', 'the replayed message is routed now');
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 0 FROM ism_state.dead_letter WHERE id = $dead")
+  or die 'replayed dead letter not deleted';
+pass('and its dead letter is gone');
+is($node->safe_psql('postgres', 'SELECT ism_state.replay_dead_letter(-1)'), 'f',
+	'replaying a missing row says so');
+
 my (undef, $info) = nats_client($url, 'consumer-info', 'processor_state_router',
 	'processor_state_router_sub_1');
 like($info, qr/^num_ack_pending=0$/m, 'every inbound message was settled');
