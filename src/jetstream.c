@@ -394,6 +394,25 @@ ism_nats_ensure_stream(const char *stream, const char *subject,
 }
 
 /*
+ * Give up on the publishes still waiting for their PubAck: after a failure
+ * they would otherwise hold their places (a restarted server never answers
+ * them) and stall every later publish.  Signals blocked by the caller.
+ */
+static int
+drop_pending_publishes(void)
+{
+	natsMsgList pending = {0};
+	int			n = 0;
+
+	if (js && js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
+	{
+		n = pending.Count;
+		natsMsgList_Destroy(&pending);
+	}
+	return n;
+}
+
+/*
  * Publish without waiting: through JetStream (msg_id deduplicates a
  * republish within the stream's window) or core NATS.  At most
  * ISM_MAX_PUBLISH_PENDING wait for their PubAck; past that this call waits
@@ -417,9 +436,14 @@ ism_nats_publish(const char *subject, const char *data, size_t len,
 		{
 			jsPubOptions_Init(&po);
 			po.MsgId = msg_id;
+			/* nats.c itself fails a PubAck that takes longer */
+			po.MaxWait = ism_publish_timeout_ms;
 			s = js_PublishAsync(js, subject, data, (int) len, &po);
 			if (s != NATS_OK)
+			{
 				ok = js_failure("could not publish", s, 0, errbuf, errlen);
+				drop_pending_publishes();
+			}
 		}
 	}
 	else
@@ -456,14 +480,8 @@ ism_nats_publish_wait(int timeout_ms, char *errbuf, size_t errlen)
 		s = js_PublishAsyncComplete(js, &po);
 		if (s == NATS_TIMEOUT)
 		{
-			natsMsgList pending = {0};
-
-			if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
-			{
-				snprintf(errbuf, errlen, "%d publishes not acknowledged within %d ms",
-						 pending.Count, timeout_ms);
-				natsMsgList_Destroy(&pending);
-			}
+			snprintf(errbuf, errlen, "%d publishes not acknowledged within %d ms",
+					 drop_pending_publishes(), timeout_ms);
 			ok = false;
 		}
 		else if (s != NATS_OK)
