@@ -2,7 +2,9 @@
 # The local ism_state stack: nats-server (JetStream) and a PostgreSQL 15
 # cluster with ism_state preloaded, all data under one folder.
 #
-#   scripts/demo.sh [up]     install what is missing, build, start, show health
+#   scripts/demo.sh [up]     install what is missing, build, start, route the
+#                            example messages, show health
+#   scripts/demo.sh route    route the example messages again
 #   scripts/demo.sh status   show the workers' health
 #   scripts/demo.sh down     stop both servers (data is kept)
 #   scripts/demo.sh clean    stop and delete the data folder
@@ -97,9 +99,35 @@ status() {
 	psql_demo -c 'SELECT selector, name AS stream, subject, ack_wait FROM ism_state.route ORDER BY selector'
 }
 
+# The platform's example catalog, once.
+load_catalog() {
+	if [ "$(psql_demo -tAc "SELECT to_regclass('public.processor') IS NOT NULL")" != t ]; then
+		psql_demo -q -v ON_ERROR_STOP=1 -f - < test/data/catalog.sql
+	fi
+}
+
+# Send the three example router messages and show what the router sent on.
+route_examples() {
+	local out=$DIR/routed.txt nats="test/ism-nats -s nats://127.0.0.1:$NATS_PORT -t 5000"
+	local pids=()
+	: > "$out"
+	$nats sub 'language.models.openai.>' 3 >> "$out" 2>/dev/null & pids+=($!)
+	$nats sub 'data.transformers.state-tables' 1 >> "$out" 2>/dev/null & pids+=($!)
+	$nats sub 'processor.monitor' 2 >> "$out" 2>/dev/null & pids+=($!)
+	sleep 0.5
+	for m in query_state_entry query_processor_entry query_state_route; do
+		echo "-> processor.state.router: test/data/messages/$m.json"
+		$nats js-pub processor.state.router - < "test/data/messages/$m.json" >/dev/null
+	done
+	wait "${pids[@]}" || true
+	echo "<- what the router published (subject, message):"
+	sed 's/^/   /' "$out"
+}
+
 up() {
 	scripts/install-deps.sh
 	make -s
+	make -s test/ism-nats
 	if [ -w "$(pg_config --pkglibdir)" ]; then make -s install; else sudo make -s install; fi
 
 	mkdir -p "$DIR"
@@ -109,13 +137,17 @@ up() {
 	start_nats
 	start_postgres
 	wait_for_connected
+	load_catalog
 	status
+	route_examples
 	cat <<EOF
 ism_state is up.  Data, logs and sockets are under $DIR.
   psql:         psql -h $DIR -p $PG_PORT -U postgres postgres
   health:       scripts/demo.sh status
   NATS:         nats://127.0.0.1:$NATS_PORT (monitoring http://127.0.0.1:$NATS_HTTP_PORT)
   routes:       $DIR/routing.yaml (edit, then SELECT pg_reload_conf())
+  again:        scripts/demo.sh route
+  dead letters: SELECT * FROM ism_state.dead_letter
   stop:         scripts/demo.sh down
 EOF
 }
@@ -132,7 +164,8 @@ down() {
 case "${1:-up}" in
 	up) up ;;
 	status) status ;;
+	route) route_examples ;;
 	down) down ;;
 	clean) down; rm -rf "$DIR" ;;
-	*) echo "usage: $0 [up|status|down|clean]" >&2; exit 2 ;;
+	*) echo "usage: $0 [up|status|route|down|clean]" >&2; exit 2 ;;
 esac
