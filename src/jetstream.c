@@ -31,6 +31,8 @@ static natsSubscription *subscription = NULL;
 static char ensured_streams[ISM_MAX_ENSURED_STREAMS][256];
 static int	nensured_streams = 0;
 static bool pending_core_publishes = false;
+/* a publish failed, or pending ones were given up on, since the last wait */
+static bool publish_trouble = false;
 
 /* written by the publish-error callback on a nats.c thread */
 static atomic_int publish_errors = 0;
@@ -284,6 +286,7 @@ ism_js_close(void)
 	js = NULL;
 	nensured_streams = 0;
 	pending_core_publishes = false;
+	publish_trouble = false;
 	atomic_store(&publish_errors, 0);
 }
 
@@ -443,6 +446,7 @@ ism_nats_publish(const char *subject, const char *data, size_t len,
 			{
 				ok = js_failure("could not publish", s, 0, errbuf, errlen);
 				drop_pending_publishes();
+				publish_trouble = true;
 			}
 		}
 	}
@@ -451,7 +455,10 @@ ism_nats_publish(const char *subject, const char *data, size_t len,
 		s = natsConnection_Publish(ism_nats_connection(), subject, data, (int) len);
 		pending_core_publishes = true;
 		if (s != NATS_OK)
+		{
 			ok = js_failure("could not publish", s, 0, errbuf, errlen);
+			publish_trouble = true;
+		}
 	}
 	restore_signals(&saved);
 	return ok;
@@ -459,8 +466,8 @@ ism_nats_publish(const char *subject, const char *data, size_t len,
 
 /*
  * Wait until every publish since the last call is acknowledged (JetStream)
- * or flushed (core NATS).  false when any failed or timeout_ms passed; the
- * ones still pending are then given up.
+ * or flushed (core NATS).  false when any failed, was given up on, or
+ * timeout_ms passed; the ones still pending are then given up.
  */
 bool
 ism_nats_publish_wait(int timeout_ms, char *errbuf, size_t errlen)
@@ -496,6 +503,12 @@ ism_nats_publish_wait(int timeout_ms, char *errbuf, size_t errlen)
 	}
 	restore_signals(&saved);
 
+	if (ok && publish_trouble)
+	{
+		snprintf(errbuf, errlen, "an earlier publish failed");
+		ok = false;
+	}
+	publish_trouble = false;
 	failed = atomic_exchange(&publish_errors, 0);
 	if (ok && failed > 0)
 	{

@@ -42,7 +42,8 @@
 #include "routes.h"
 
 #define MONITOR_SELECTOR	"processor/monitor"
-#define MAX_FETCH			100
+/* messages fetched, handled and acknowledged together */
+#define MAX_FETCH			64
 /* rows per page and entries per message when the processor says nothing */
 #define DEFAULT_MAX_BATCH_SIZE	100
 #define DEFAULT_MAX_BATCH_LIMIT	1
@@ -195,11 +196,18 @@ plan(int which)
 	return plans[which];
 }
 
+/*
+ * Run a catalog query.  SPI leaves its procedure context current; the
+ * caller's (a replay's page context) is restored, so what the page
+ * allocates next goes when the page does.
+ */
 static bool
 run_plan(int which, Datum *args, int64 limit)
 {
+	MemoryContext caller = CurrentMemoryContext;
 	int			rc = SPI_execute_plan(plan(which), args, NULL, true, limit);
 
+	MemoryContextSwitchTo(caller);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "catalog query failed: %s", SPI_result_code_string(rc));
 	return SPI_processed > 0;
@@ -923,12 +931,17 @@ settle_or_warn(IsmMessage *m, IsmSettle how, int64 delay)
 		ereport(WARNING, (errmsg("ism_state router: %s", err)));
 }
 
-static void
+/*
+ * Handle one message up to its publishes.  A message given up on is
+ * settled here (FAILED, dead letter, term); one to retry is nak'ed; one
+ * done is left for the caller to ack once the batch's publishes are
+ * acknowledged.
+ */
+static Outcome
 handle_message(IsmMessage *m)
 {
 	Inbound		in;
 	Outcome		outcome;
-	char		err[512];
 
 	memset(&in, 0, sizeof(in));
 	in.msg = m;
@@ -936,15 +949,11 @@ handle_message(IsmMessage *m)
 	outcome = parse(&in);
 	if (outcome == OUTCOME_DONE)
 	{
-		pgstat_report_activity(STATE_RUNNING, "routing a message");
 		/* before validation, as upstream; not without a route to name */
 		if (in.route_id)
 			publish_status(&in, "ROUTED", NULL, false);
 		outcome = dispatch_in_transaction(&in);
 	}
-	if (outcome == OUTCOME_DONE &&
-		!ism_nats_publish_wait(ism_publish_timeout_ms, err, sizeof(err)))
-		outcome = retry(&in, "%s", err);
 
 	if (outcome == OUTCOME_TRANSIENT && (int) m->deliveries >= ism_max_deliveries)
 	{
@@ -957,32 +966,27 @@ handle_message(IsmMessage *m)
 		outcome = OUTCOME_PERMANENT;
 	}
 
-	switch (outcome)
+	if (outcome == OUTCOME_PERMANENT)
 	{
-		case OUTCOME_DONE:
-			settle_or_warn(m, ISM_ACK, 0);
-			break;
-		case OUTCOME_PERMANENT:
-			ereport(WARNING,
-					(errmsg("ism_state router: message %s:" UINT64_FORMAT " on \"%s\" failed: %s",
-							m->stream, m->stream_seq, m->subject, in.error)));
-			publish_status(&in, "FAILED", in.error,
-						   in.data_is_raw && m->len <= ism_max_message_bytes);
-			if (!ism_nats_publish_wait(ism_publish_timeout_ms, err, sizeof(err)))
-				ereport(WARNING, (errmsg("ism_state router: FAILED status not sent: %s", err)));
-			/* never lost: terminated only once recorded */
-			if (dead_letter(&in))
-				settle_or_warn(m, ISM_TERM, 0);
-			else
-				settle_or_warn(m, ISM_NAK, nak_delay_ms(m));
-			break;
-		case OUTCOME_TRANSIENT:
-			ereport(WARNING,
-					(errmsg("ism_state router: message %s:" UINT64_FORMAT " will be retried: %s",
-							m->stream, m->stream_seq, in.error)));
+		ereport(WARNING,
+				(errmsg("ism_state router: message %s:" UINT64_FORMAT " on \"%s\" failed: %s",
+						m->stream, m->stream_seq, m->subject, in.error)));
+		publish_status(&in, "FAILED", in.error,
+					   in.data_is_raw && m->len <= ism_max_message_bytes);
+		/* never lost: terminated only once recorded */
+		if (dead_letter(&in))
+			settle_or_warn(m, ISM_TERM, 0);
+		else
 			settle_or_warn(m, ISM_NAK, nak_delay_ms(m));
-			break;
 	}
+	else if (outcome == OUTCOME_TRANSIENT)
+	{
+		ereport(WARNING,
+				(errmsg("ism_state router: message %s:" UINT64_FORMAT " will be retried: %s",
+						m->stream, m->stream_seq, in.error)));
+		settle_or_warn(m, ISM_NAK, nak_delay_ms(m));
+	}
+	return outcome;
 }
 
 static void
@@ -1076,6 +1080,8 @@ int
 ism_router_consume(int max_messages, int timeout_ms)
 {
 	IsmMessage	msgs[MAX_FETCH];
+	bool		done[MAX_FETCH];
+	bool		any_done = false;
 	char		err[512];
 	int			n;
 
@@ -1086,13 +1092,36 @@ ism_router_consume(int max_messages, int timeout_ms)
 		ism_stats_set_error(err);
 		return -1;
 	}
+	if (n > 0)
+		pgstat_report_activity(STATE_RUNNING, "routing messages");
 	for (int i = 0; i < n; i++)
 	{
 		MemoryContext old = MemoryContextSwitchTo(message_context);
 
-		handle_message(&msgs[i]);
+		done[i] = handle_message(&msgs[i]) == OUTCOME_DONE;
+		any_done |= done[i];
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(message_context);
+	}
+
+	/*
+	 * One wait for the whole batch's PubAcks, then the acks.  Should any
+	 * publish fail, the batch's messages come back (their republishes are
+	 * deduplicated by Msg-Id).
+	 */
+	if (n > 0 && !ism_nats_publish_wait(ism_publish_timeout_ms, err, sizeof(err)) && any_done)
+	{
+		ereport(WARNING,
+				(errmsg("ism_state router: %d messages will be retried: %s", n, err)));
+		for (int i = 0; i < n; i++)
+			if (done[i])
+				settle_or_warn(&msgs[i], ISM_NAK, nak_delay_ms(&msgs[i]));
+	}
+	else
+	{
+		for (int i = 0; i < n; i++)
+			if (done[i])
+				settle_or_warn(&msgs[i], ISM_ACK, 0);
 	}
 	ism_nats_release(msgs, n);
 	if (n > 0)

@@ -633,7 +633,12 @@ consume(IsmWorker *w)
 	const IsmRoute *r = ism_route_cache_resolve(ISM_ROUTER_SELECTOR, &result);
 	int			n;
 
-	n = ism_router_consume(r ? r->batch_size : 1, ISM_FETCH_WAIT_MS);
+	/*
+	 * The route's batch_size is upstream's fetch size (1 by default); the
+	 * router fetches at least a few dozen so that their publishes pipeline,
+	 * and still handles them in order.
+	 */
+	n = ism_router_consume(Max(r ? r->batch_size : 1, 64), ISM_FETCH_WAIT_MS);
 	/* the activity report is the router's while it handles messages */
 	w->activity[0] = '\0';
 	return n < 0 ? ISM_POLL_MS : 0;

@@ -6,6 +6,7 @@
  *                                                  one "SUBJECT DATA" line each
  *   ism-nats [options] req SUBJECT DATA            request, print the reply
  *   ism-nats [options] js-pub SUBJECT DATA         JetStream publish, print the ack
+ *   ism-nats [options] js-pub-n SUBJECT COUNT DATA COUNT JetStream publishes, pipelined
  *   ism-nats [options] stream-add NAME [--workqueue] SUBJECT...
  *   ism-nats [options] stream-info NAME            print key=value lines
  *   ism-nats [options] consumer-info STREAM NAME   print key=value lines
@@ -180,6 +181,25 @@ cmd_consumer_info(jsCtx *js, const char *stream, const char *name)
 	return 0;
 }
 
+/* COUNT copies of DATA, up to 4096 awaiting their PubAck at a time. */
+static int
+cmd_js_pub_n(jsCtx *js, const char *subject, long count, const char *arg)
+{
+	int			len;
+	char	   *data = read_data(arg, &len);
+	jsPubOptions po;
+	natsStatus	s = NATS_OK;
+
+	for (long i = 0; s == NATS_OK && i < count; i++)
+		s = js_PublishAsync(js, subject, data, len, NULL);
+	jsPubOptions_Init(&po);
+	po.MaxWait = timeout_ms;
+	if (s == NATS_OK)
+		s = js_PublishAsyncComplete(js, &po);
+	free(data);
+	return s == NATS_OK ? 0 : fail("js-pub-n", s, 0);
+}
+
 static int
 run_command(natsConnection *nc, const char *cmd, int argc, char **argv)
 {
@@ -213,7 +233,14 @@ run_command(natsConnection *nc, const char *cmd, int argc, char **argv)
 		return s == NATS_OK ? 0 : fail(cmd, s, 0);
 	}
 
-	s = natsConnection_JetStream(&js, nc, NULL);
+	{
+		jsOptions	jo;
+
+		jsOptions_Init(&jo);
+		jo.PublishAsync.MaxPending = 4096;
+		jo.PublishAsync.StallWait = timeout_ms;
+		s = natsConnection_JetStream(&js, nc, &jo);
+	}
 	if (s != NATS_OK)
 		return fail("jetstream", s, 0);
 
@@ -232,6 +259,8 @@ run_command(natsConnection *nc, const char *cmd, int argc, char **argv)
 		free(data);
 		rc = s == NATS_OK ? 0 : fail("js-pub", s, jerr);
 	}
+	else if (strcmp(cmd, "js-pub-n") == 0 && argc == 3)
+		rc = cmd_js_pub_n(js, argv[0], atol(argv[1]), argv[2]);
 	else if (strcmp(cmd, "stream-add") == 0 && argc >= 2)
 		rc = cmd_stream_add(js, argc, argv);
 	else if (strcmp(cmd, "stream-info") == 0 && argc == 1)
