@@ -58,7 +58,7 @@ sleep 1
 consumer_field() {
 	nats_b consumer-info processor_state_router processor_state_router_sub_1 | sed -n "s/^$1=//p"
 }
-stream_count() { nats_b stream-info "$1" | sed -n 's/^messages=//p'; }
+stream_count() { nats_b stream-info "$1" 2>/dev/null | sed -n 's/^messages=//p'; }
 router_pid() { psql_b -c "SELECT pid FROM ism_state.pg_stat_ism_worker WHERE role = 'router'"; }
 # The router's private memory (RssAnon), sampled every 50 ms while a case
 # runs.  (VmHWM would count the shared buffers it touches, up to

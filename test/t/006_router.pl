@@ -244,6 +244,14 @@ pass('and its dead letter is gone');
 is($node->safe_psql('postgres', 'SELECT ism_state.replay_dead_letter(-1)'), 'f',
 	'replaying a missing row says so');
 
+# nats.c made more threads for requests and publish acks: none takes a signal
+my $router_pid = worker_pids($node)->{router};
+my $masks = thread_signal_masks($router_pid);
+my $pg_signals = (1 << 0) | (1 << 9) | (1 << 14);
+my @open = grep { $_ != $router_pid && (hex($masks->{$_}) & $pg_signals) != $pg_signals }
+  keys %$masks;
+is(scalar @open, 0, 'after routing, every nats.c thread still blocks SIGHUP, SIGUSR1, SIGTERM');
+
 my (undef, $info) = nats_client($url, 'consumer-info', 'processor_state_router',
 	'processor_state_router_sub_1');
 like($info, qr/^num_ack_pending=0$/m, 'every inbound message was settled');
