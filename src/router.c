@@ -260,23 +260,31 @@ string_property(Inbound *in, cJSON *props, const char *key, char **out,
 	return true;
 }
 
-/* processor by id, with the properties the router uses */
+/* processor by id, with the properties the router uses (cached a second) */
 static bool
 load_processor(Inbound *in, const char *id, Processor *p)
 {
-	Datum		args[1] = {CStringGetTextDatum(id)};
+	char	   *cols[3];
 	char	   *props_text;
 	cJSON	   *props;
 
-	if (!run_plan(PLAN_PROCESSOR, args, 1))
+	if (!ism_lookup_get('p', id, cols, 3))
 	{
-		fail(in, false, "processor %s not found", id);
-		return false;
+		Datum		args[1] = {CStringGetTextDatum(id)};
+
+		if (!run_plan(PLAN_PROCESSOR, args, 1))
+		{
+			fail(in, false, "processor %s not found", id);
+			return false;
+		}
+		for (int i = 0; i < 3; i++)
+			cols[i] = column_text(0, i + 1);
+		ism_lookup_put('p', id, cols, 3);
 	}
 	p->id = pstrdup(id);
-	p->provider_id = column_text(0, 1);
-	p->project_id = column_text(0, 2);
-	props_text = column_text(0, 3);
+	p->provider_id = cols[0];
+	p->project_id = cols[1];
+	props_text = cols[2];
 	props = props_text ? cJSON_Parse(props_text) : NULL;
 	if (props && !cJSON_IsObject(props))
 	{
@@ -289,19 +297,27 @@ load_processor(Inbound *in, const char *id, Processor *p)
 		string_property(in, props, "concurrencyExpression", &p->concurrency_expression, id);
 }
 
-/* processor_state (the "route") by id */
+/* processor_state (the "route") by id (cached a second) */
 static bool
 load_route_row(Inbound *in, const char *route_id, char **processor_id, char **state_id)
 {
-	Datum		args[1] = {CStringGetTextDatum(route_id)};
+	char	   *cols[2];
 
-	if (!run_plan(PLAN_ROUTE, args, 2))
+	if (!ism_lookup_get('r', route_id, cols, 2))
 	{
-		fail(in, false, "processor state (route) %s not found", route_id);
-		return false;
+		Datum		args[1] = {CStringGetTextDatum(route_id)};
+
+		if (!run_plan(PLAN_ROUTE, args, 2))
+		{
+			fail(in, false, "processor state (route) %s not found", route_id);
+			return false;
+		}
+		cols[0] = column_text(0, 1);
+		cols[1] = column_text(0, 2);
+		ism_lookup_put('r', route_id, cols, 2);
 	}
-	*processor_id = column_text(0, 1);
-	*state_id = column_text(0, 2);
+	*processor_id = cols[0];
+	*state_id = cols[1];
 	if (*processor_id == NULL)
 	{
 		fail(in, false, "processor state (route) %s has no processor", route_id);

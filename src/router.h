@@ -15,6 +15,11 @@ extern void ism_router_init(void);
 extern int	ism_router_consume(int max_messages, int timeout_ms);
 extern int	ism_router_replay_dead_letters(char *errbuf, size_t errlen);
 
+/* lookup_cache.c */
+#define ISM_LOOKUP_MAX_COLS 3
+extern bool ism_lookup_get(char kind, const char *id, char **cols, int ncols);
+extern void ism_lookup_put(char kind, const char *id, char **cols, int ncols);
+
 /* partition.c */
 extern char *ism_partition_key(const char *mode, const char *expression,
 							   const char *project_id, const char *route_id,

@@ -10,6 +10,7 @@ use IsmTest;
 use JSON::PP;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes;
 
 my $examples = -d '../shared/examples/messages' ? '../shared/examples/messages' : undef;
 my $project = '5b8e2f14-9c3a-4d71-8e6f-2a9d7c4b1e03';
@@ -54,12 +55,14 @@ sub route
 	return finish_collecting($c);
 }
 
+# Processor rows are cached for a second: a change applies within 2 s.
 sub props
 {
 	my ($processor, $props) = @_;
 	$node->safe_psql('postgres',
 		"UPDATE processor SET properties = \$j\$" . $json->encode($props)
 		  . "\$j\$ WHERE id = '$processor'");
+	Time::HiRes::sleep(1.2);
 }
 
 # --- query_state_entry (§3.1) -------------------------------------------------
