@@ -131,6 +131,8 @@ extern const IsmRoute *ism_route_cache_resolve(const char *selector,
 extern void ism_register_workers(void);
 extern PGDLLEXPORT void ism_worker_main(Datum main_arg);
 extern bool ism_worker_stopping(void);
+extern bool ism_run_in_transaction(void (*fn) (void *), void *arg,
+								   char *errbuf, size_t errlen);
 
 /* NATS connection (nats_conn.c); main thread only */
 extern bool ism_nats_connect(const char *client_name, char *errbuf, size_t errlen);

@@ -808,38 +808,34 @@ dispatch(Inbound *in)
 	return fail(in, false, "unknown message type \"%s\"", in->type);
 }
 
+typedef struct Dispatch
+{
+	Inbound    *in;
+	Outcome		outcome;
+} Dispatch;
+
+static void
+dispatch_with_spi(void *arg)
+{
+	Dispatch   *d = arg;
+
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	d->outcome = dispatch(d->in);
+	PopActiveSnapshot();
+	SPI_finish();
+}
+
 /* Handle in a read-only transaction; a database error is transient. */
 static Outcome
 dispatch_in_transaction(Inbound *in)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	volatile Outcome outcome = OUTCOME_DONE;
+	Dispatch	d = {in, OUTCOME_DONE};
+	char		err[512];
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PG_TRY();
-	{
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		outcome = dispatch(in);
-		PopActiveSnapshot();
-		SPI_finish();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		outcome = retry(in, "database error: %s", edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(caller);
-	return outcome;
+	if (!ism_run_in_transaction(dispatch_with_spi, &d, err, sizeof(err)))
+		return retry(in, "database error: %s", err);
+	return d.outcome;
 }
 
 /* Size, encoding, JSON, an object: before anything else. */
@@ -870,63 +866,51 @@ parse(Inbound *in)
 	return OUTCOME_DONE;
 }
 
+static void
+insert_dead_letter(void *arg)
+{
+	Inbound    *in = arg;
+	IsmMessage *m = in->msg;
+	Oid			types[7] = {TEXTOID, TEXTOID, INT8OID, INT8OID, TEXTOID, BYTEAOID, TEXTOID};
+	Datum		args[7];
+	char		nulls[7] = "       ";
+	bytea	   *payload = palloc(VARHDRSZ + m->len);
+
+	SET_VARSIZE(payload, VARHDRSZ + m->len);
+	memcpy(VARDATA(payload), m->data, m->len);
+	args[0] = CStringGetTextDatum(m->subject ? m->subject : "");
+	args[1] = CStringGetTextDatum(m->stream);
+	args[2] = Int64GetDatum((int64) m->stream_seq);
+	args[3] = Int64GetDatum((int64) m->deliveries);
+	args[4] = in->route_id ? CStringGetTextDatum(in->route_id) : (Datum) 0;
+	nulls[4] = in->route_id ? ' ' : 'n';
+	args[5] = PointerGetDatum(payload);
+	args[6] = CStringGetTextDatum(in->error);
+
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute_with_args("INSERT INTO ism_state.dead_letter"
+							  " (worker, subject, stream, stream_seq, deliveries,"
+							  "  route_id, payload, error)"
+							  " VALUES ('router', $1, $2, $3, $4, $5, $6, $7)",
+							  7, types, args, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not insert into ism_state.dead_letter");
+	PopActiveSnapshot();
+	SPI_finish();
+}
+
 /* Record a message given up on; false when even that failed. */
 static bool
 dead_letter(Inbound *in)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	volatile bool ok = true;
-	IsmMessage *m = in->msg;
+	char		err[512];
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PG_TRY();
-	{
-		Oid			types[7] = {TEXTOID, TEXTOID, INT8OID, INT8OID, TEXTOID, BYTEAOID, TEXTOID};
-		Datum		args[7];
-		char		nulls[7] = "       ";
-		bytea	   *payload = palloc(VARHDRSZ + m->len);
-
-		SET_VARSIZE(payload, VARHDRSZ + m->len);
-		memcpy(VARDATA(payload), m->data, m->len);
-		args[0] = CStringGetTextDatum(m->subject ? m->subject : "");
-		args[1] = CStringGetTextDatum(m->stream);
-		args[2] = Int64GetDatum((int64) m->stream_seq);
-		args[3] = Int64GetDatum((int64) m->deliveries);
-		args[4] = in->route_id ? CStringGetTextDatum(in->route_id) : (Datum) 0;
-		nulls[4] = in->route_id ? ' ' : 'n';
-		args[5] = PointerGetDatum(payload);
-		args[6] = CStringGetTextDatum(in->error);
-
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (SPI_execute_with_args("INSERT INTO ism_state.dead_letter"
-								  " (worker, subject, stream, stream_seq, deliveries,"
-								  "  route_id, payload, error)"
-								  " VALUES ('router', $1, $2, $3, $4, $5, $6, $7)",
-								  7, types, args, nulls, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not insert into ism_state.dead_letter");
-		PopActiveSnapshot();
-		SPI_finish();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(WARNING,
-				(errmsg("ism_state router: could not record dead letter for message %s:" UINT64_FORMAT ": %s",
-						m->stream, m->stream_seq, edata->message)));
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(caller);
-	return ok;
+	if (ism_run_in_transaction(insert_dead_letter, in, err, sizeof(err)))
+		return true;
+	ereport(WARNING,
+			(errmsg("ism_state router: could not record dead letter for message %s:" UINT64_FORMAT ": %s",
+					in->msg->stream, in->msg->stream_seq, err)));
+	return false;
 }
 
 /* Redeliver after 1 s, 2 s, 4 s … at most a minute. */
@@ -1059,33 +1043,9 @@ republish_marked(void *arg)
 int
 ism_router_replay_dead_letters(char *errbuf, size_t errlen)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	volatile int nreplayed = 0;
 	int			n = 0;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PG_TRY();
-	{
-		republish_marked(&n);
-		CommitTransactionCommand();
-		nreplayed = n;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		strlcpy(errbuf, edata->message, errlen);
-		FreeErrorData(edata);
-		nreplayed = -1;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(caller);
-	return nreplayed;
+	return ism_run_in_transaction(republish_marked, &n, errbuf, errlen) ? n : -1;
 }
 
 /*

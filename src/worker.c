@@ -168,8 +168,8 @@ log_once(LogOnce *once, int elevel, const char *msg)
  * and its message comes back in errbuf: one failed step never stops the
  * worker.
  */
-static bool
-run_in_transaction(void (*fn) (void *), void *arg, char *errbuf, size_t errlen)
+bool
+ism_run_in_transaction(void (*fn) (void *), void *arg, char *errbuf, size_t errlen)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	volatile bool ok = true;
@@ -226,7 +226,7 @@ seed_routes(IsmWorker *w)
 		return;
 
 	report_activity(w, STATE_RUNNING, "loading the routing file");
-	if (run_in_transaction(load_routing_file, &nroutes, err, sizeof(err)))
+	if (ism_run_in_transaction(load_routing_file, &nroutes, err, sizeof(err)))
 		ereport(LOG,
 				(errmsg("%s: loaded %d routes from \"%s\"",
 						MyBgworkerEntry->bgw_name, nroutes, ism_routing_file)));
@@ -256,7 +256,7 @@ refresh_route_cache(IsmWorker *w)
 	if (!ism_route_cache_is_stale())
 		return;
 	report_activity(w, STATE_RUNNING, "loading routes");
-	if (run_in_transaction(load_route_cache, NULL, err, sizeof(err)))
+	if (ism_run_in_transaction(load_route_cache, NULL, err, sizeof(err)))
 	{
 		elog(DEBUG1, "%s: %d routes cached", MyBgworkerEntry->bgw_name,
 			 ism_route_cache_count());
