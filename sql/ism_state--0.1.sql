@@ -251,3 +251,24 @@ COMMENT ON FUNCTION replay_dead_letters(timestamptz, text) IS
 
 REVOKE ALL ON FUNCTION replay_dead_letter(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION replay_dead_letters(timestamptz, text) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Where the state-tables writer writes: names as upstream, mapped where
+-- PostgreSQL could not take them as they are (see the README).
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION table_name(processor_id text, table_name text) RETURNS text
+AS 'MODULE_PATHNAME', 'ism_sql_table_name'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+COMMENT ON FUNCTION table_name(text, text) IS
+'The table a state-tables processor writes to: <processor_id>_<tableName>, or <processor_id>';
+
+CREATE FUNCTION column_name(key text) RETURNS text
+AS 'MODULE_PATHNAME', 'ism_sql_column_name'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION column_name(text) IS
+'The column a record key is written to';
+
+GRANT EXECUTE ON FUNCTION table_name(text, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION column_name(text) TO PUBLIC;

@@ -127,6 +127,10 @@ extern int	ism_route_cache_count(void);
 extern const IsmRoute *ism_route_cache_resolve(const char *selector,
 											   RouteLookupResult *result);
 
+/* Table and column names of the state-tables writer (ident.c) */
+extern char *ism_identifier(const char *name, size_t len);
+extern char *ism_table_name(const char *processor_id, const char *table_name);
+
 /* Background worker (worker.c) */
 extern void ism_register_workers(void);
 extern PGDLLEXPORT void ism_worker_main(Datum main_arg);
