@@ -12,7 +12,6 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes;
 
-my $examples = -d '../shared/examples/messages' ? '../shared/examples/messages' : undef;
 my $project = '5b8e2f14-9c3a-4d71-8e6f-2a9d7c4b1e03';
 my $openai = '7a1c9e3b-5d2f-4a86-b0e4-3c8f1d6a9b52';
 my $tables = '3f2b6c1e-0d7a-4b8e-9a55-2f1c0b9e7d10';
