@@ -40,6 +40,9 @@ typedef struct Value
 	const cJSON *json;			/* where it came from, for further access */
 } Value;
 
+/* Expressions come from processor properties: no deeper than this. */
+#define MAX_EXPRESSION_DEPTH 32
+
 typedef struct Parser
 {
 	const char *p;
@@ -47,6 +50,7 @@ typedef struct Parser
 	const cJSON *context;
 	const char *route_id;
 	bool		failed;
+	int			depth;
 } Parser;
 
 static Value parse_expr(Parser *ps);
@@ -260,7 +264,11 @@ parse_term(Parser *ps)
 static Value
 parse_expr(Parser *ps)
 {
-	Value		left = parse_term(ps);
+	Value		left;
+
+	if (++ps->depth > MAX_EXPRESSION_DEPTH)
+		return failure(ps);
+	left = parse_term(ps);
 
 	while (!ps->failed && accept(ps, "+"))
 	{
@@ -275,6 +283,7 @@ parse_expr(Parser *ps)
 		else
 			return failure(ps);
 	}
+	ps->depth--;
 	return left;
 }
 
@@ -286,7 +295,7 @@ static bool
 evaluate(const char *expression, const cJSON *data, const cJSON *context,
 		 const char *route_id, Value *result)
 {
-	Parser		ps = {expression, data, context, route_id, false};
+	Parser		ps = {expression, data, context, route_id, false, 0};
 
 	*result = parse_expr(&ps);
 	skip_space(&ps);

@@ -132,6 +132,10 @@ is($entry_r1->(), "language.models.openai.low.$project.none-3",
 	'EXPRESSION: get with defaults, +, str(), mode in any case');
 props($openai, { concurrencyMode => 'EXPRESSION', concurrencyExpression => "__import__('os')" });
 is($entry_r1->(), "language.models.openai.low.$project", 'outside the subset: the project id');
+props($openai, { concurrencyMode => 'EXPRESSION',
+		concurrencyExpression => ('str(' x 100000) . "'x'" . (')' x 100000) });
+is($entry_r1->(), "language.models.openai.low.$project",
+	'a hostile, deeply nested expression: the project id, no crash');
 
 # --- query_state_route (§3.3): the example state ----------------------------------
 props($openai, { maxBatchSize => 100, maxBatchLimit => 1 });
