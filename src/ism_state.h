@@ -195,6 +195,10 @@ extern bool ism_nats_publish(const char *subject, const char *data, size_t len,
 							 const char *msg_id, bool jetstream,
 							 char *errbuf, size_t errlen);
 extern bool ism_nats_publish_wait(int timeout_ms, char *errbuf, size_t errlen);
+
+/* dead_letter.c */
+extern bool ism_dead_letter(const IsmMessage *m, const char *worker,
+							const char *route_id, const char *error);
 extern void ism_nats_shutdown(void);
 
 #endif							/* ISM_STATE_H */

@@ -866,51 +866,11 @@ parse(Inbound *in)
 	return OUTCOME_DONE;
 }
 
-static void
-insert_dead_letter(void *arg)
-{
-	Inbound    *in = arg;
-	IsmMessage *m = in->msg;
-	Oid			types[7] = {TEXTOID, TEXTOID, INT8OID, INT8OID, TEXTOID, BYTEAOID, TEXTOID};
-	Datum		args[7];
-	char		nulls[7] = "       ";
-	bytea	   *payload = palloc(VARHDRSZ + m->len);
-
-	SET_VARSIZE(payload, VARHDRSZ + m->len);
-	memcpy(VARDATA(payload), m->data, m->len);
-	args[0] = CStringGetTextDatum(m->subject ? m->subject : "");
-	args[1] = CStringGetTextDatum(m->stream);
-	args[2] = Int64GetDatum((int64) m->stream_seq);
-	args[3] = Int64GetDatum((int64) m->deliveries);
-	args[4] = in->route_id ? CStringGetTextDatum(in->route_id) : (Datum) 0;
-	nulls[4] = in->route_id ? ' ' : 'n';
-	args[5] = PointerGetDatum(payload);
-	args[6] = CStringGetTextDatum(in->error);
-
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_execute_with_args("INSERT INTO ism_state.dead_letter"
-							  " (worker, subject, stream, stream_seq, deliveries,"
-							  "  route_id, payload, error)"
-							  " VALUES ('router', $1, $2, $3, $4, $5, $6, $7)",
-							  7, types, args, nulls, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not insert into ism_state.dead_letter");
-	PopActiveSnapshot();
-	SPI_finish();
-}
-
 /* Record a message given up on; false when even that failed. */
 static bool
 dead_letter(Inbound *in)
 {
-	char		err[512];
-
-	if (ism_run_in_transaction(insert_dead_letter, in, err, sizeof(err)))
-		return true;
-	ereport(WARNING,
-			(errmsg("ism_state router: could not record dead letter for message %s:" UINT64_FORMAT ": %s",
-					in->msg->stream, in->msg->stream_seq, err)));
-	return false;
+	return ism_dead_letter(in->msg, "router", in->route_id, in->error);
 }
 
 /* Redeliver after 1 s, 2 s, 4 s … at most a minute. */

@@ -1,0 +1,73 @@
+/*-------------------------------------------------------------------------
+ *
+ * dead_letter.c
+ *	  ism_state.dead_letter: inbound messages a worker gave up on, whole,
+ *	  with the reason.  A message is terminated only once its row is
+ *	  committed, so nothing is ever silently dropped.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ism_state.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/snapmgr.h"
+
+typedef struct DeadLetter
+{
+	const IsmMessage *msg;
+	const char *worker;
+	const char *route_id;
+	const char *error;
+} DeadLetter;
+
+static void
+insert_dead_letter(void *arg)
+{
+	DeadLetter *dl = arg;
+	const IsmMessage *m = dl->msg;
+	Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID, TEXTOID, BYTEAOID, TEXTOID};
+	Datum		args[8];
+	char		nulls[8] = "        ";
+	bytea	   *payload = palloc(VARHDRSZ + m->len);
+
+	SET_VARSIZE(payload, VARHDRSZ + m->len);
+	memcpy(VARDATA(payload), m->data, m->len);
+	args[0] = CStringGetTextDatum(dl->worker);
+	args[1] = CStringGetTextDatum(m->subject ? m->subject : "");
+	args[2] = CStringGetTextDatum(m->stream);
+	args[3] = Int64GetDatum((int64) m->stream_seq);
+	args[4] = Int64GetDatum((int64) m->deliveries);
+	args[5] = dl->route_id ? CStringGetTextDatum(dl->route_id) : (Datum) 0;
+	nulls[5] = dl->route_id ? ' ' : 'n';
+	args[6] = PointerGetDatum(payload);
+	args[7] = CStringGetTextDatum(dl->error);
+
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute_with_args("INSERT INTO ism_state.dead_letter"
+							  " (worker, subject, stream, stream_seq, deliveries,"
+							  "  route_id, payload, error)"
+							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+							  8, types, args, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not insert into ism_state.dead_letter");
+	PopActiveSnapshot();
+	SPI_finish();
+}
+
+/* Record m in its own transaction; false (and a WARNING) when that failed. */
+bool
+ism_dead_letter(const IsmMessage *m, const char *worker, const char *route_id,
+				const char *error)
+{
+	DeadLetter	dl = {m, worker, route_id, error};
+	char		err[512];
+
+	if (ism_run_in_transaction(insert_dead_letter, &dl, err, sizeof(err)))
+		return true;
+	ereport(WARNING,
+			(errmsg("ism_state %s: could not record dead letter for message %s:" UINT64_FORMAT ": %s",
+					worker, m->stream, m->stream_seq, err)));
+	return false;
+}
