@@ -272,3 +272,18 @@ COMMENT ON FUNCTION column_name(text) IS
 
 GRANT EXECUTE ON FUNCTION table_name(text, text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION column_name(text) TO PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Exactly-once writes: the messages whose records a committed flush wrote.
+-- A redelivered message found here is acknowledged without being written
+-- again.  Not dumped: stream sequences belong to one NATS deployment.
+-- ---------------------------------------------------------------------------
+CREATE TABLE applied (
+    stream      text NOT NULL,
+    stream_seq  bigint NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (stream, stream_seq)
+);
+
+COMMENT ON TABLE applied IS
+'JetStream messages whose records the state-tables writer has committed';

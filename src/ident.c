@@ -28,6 +28,7 @@
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/resowner.h"
 
 #define HASH_HEX	12
 #define SUFFIX_LEN	(1 + HASH_HEX)	/* "~" + hex */
@@ -43,17 +44,37 @@ has_mapped_suffix(const char *name, size_t len)
 	return true;
 }
 
+/*
+ * The hex of the SHA-256 of data.  The backend's cryptohash contexts are
+ * tracked by the current resource owner; a worker between transactions has
+ * none, so it gets one for the call.
+ */
 static void
 sha256_hex(const char *data, size_t len, char *hex, size_t nhex)
 {
 	uint8		digest[PG_SHA256_DIGEST_LENGTH];
-	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+	ResourceOwner saved = CurrentResourceOwner;
+	ResourceOwner owner = NULL;
+	pg_cryptohash_ctx *ctx;
+	bool		ok;
 
-	if (ctx == NULL || pg_cryptohash_init(ctx) < 0 ||
-		pg_cryptohash_update(ctx, (const uint8 *) data, len) < 0 ||
-		pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)
-		elog(ERROR, "could not compute SHA-256: %s", pg_cryptohash_error(ctx));
+	if (CurrentResourceOwner == NULL)
+		CurrentResourceOwner = owner = ResourceOwnerCreate(NULL, "ism_state identifier");
+	ctx = pg_cryptohash_create(PG_SHA256);
+	ok = ctx != NULL && pg_cryptohash_init(ctx) == 0 &&
+		pg_cryptohash_update(ctx, (const uint8 *) data, len) == 0 &&
+		pg_cryptohash_final(ctx, digest, sizeof(digest)) == 0;
 	pg_cryptohash_free(ctx);
+	if (owner)
+	{
+		ResourceOwnerRelease(owner, RESOURCE_RELEASE_BEFORE_LOCKS, true, false);
+		ResourceOwnerRelease(owner, RESOURCE_RELEASE_LOCKS, true, false);
+		ResourceOwnerRelease(owner, RESOURCE_RELEASE_AFTER_LOCKS, true, false);
+		ResourceOwnerDelete(owner);
+	}
+	CurrentResourceOwner = saved;
+	if (!ok)
+		elog(ERROR, "could not compute SHA-256");
 	for (size_t i = 0; i < nhex; i++)
 		hex[i] = "0123456789abcdef"[(digest[i / 2] >> ((i % 2) ? 0 : 4)) & 0xF];
 	hex[nhex] = '\0';

@@ -15,6 +15,12 @@ extern void ism_router_init(void);
 extern int	ism_router_consume(int max_messages, int timeout_ms);
 extern int	ism_router_replay_dead_letters(char *errbuf, size_t errlen);
 
+/* writer.c */
+extern void ism_writer_init(void);
+extern int	ism_writer_consume(int timeout_ms);
+extern void ism_writer_flush(bool all);
+extern long ism_writer_next_due_ms(long max_ms);
+
 /* lookup_cache.c */
 #define ISM_LOOKUP_MAX_COLS 3
 extern bool ism_lookup_get(char kind, const char *id, char **cols, int ncols);

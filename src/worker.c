@@ -675,6 +675,14 @@ worker_step(IsmWorker *w)
 		replay_dead_letters(w);
 	if (w->role == ISM_ROLE_ROUTER && ism_nats_is_subscribed())
 		return consume(w);
+	if (w->role == ISM_ROLE_WRITER && ism_nats_is_subscribed())
+	{
+		/* the fetch waits at most until the next batch is due */
+		int			n = ism_writer_consume((int) ism_writer_next_due_ms(ISM_FETCH_WAIT_MS));
+
+		w->activity[0] = '\0';
+		return n < 0 ? ISM_POLL_MS : 0;
+	}
 	return ISM_POLL_MS;
 }
 
@@ -713,6 +721,8 @@ ism_worker_main(Datum main_arg)
 	apply_settings(&w);
 	if (w.role == ISM_ROLE_ROUTER)
 		ism_router_init();
+	else
+		ism_writer_init();
 
 	while (!got_sigterm)
 	{
@@ -735,6 +745,9 @@ ism_worker_main(Datum main_arg)
 
 	ism_stats_set_state(ISM_WORKER_STOPPING);
 	report_activity(&w, STATE_RUNNING, "stopping");
+	/* what is pending is written and acked; what cannot be comes back later */
+	if (w.role == ISM_ROLE_WRITER && w.extension_present)
+		ism_writer_flush(true);
 	ism_nats_shutdown();
 	ereport(LOG, (errmsg("%s stopped", MyBgworkerEntry->bgw_name)));
 

@@ -1,0 +1,892 @@
+/*-------------------------------------------------------------------------
+ *
+ * writer.c
+ *	  The state-tables writer (reference: state-tables §2-§5).
+ *
+ * Records arriving on the state-tables route are batched per processor and
+ * written into the processor's table in ism_state.data_schema, which is
+ * created on the first flush and given a column for every new key, in the
+ * same transaction as the rows.  A flush is one transaction that also
+ * records the stream sequences of the messages it applies in
+ * ism_state.applied; a message found there (redelivered after a commit
+ * whose ack was lost) is acknowledged without being written again.  Messages
+ * are acknowledged only after that commit.  Then COMPLETED goes to the
+ * monitor route, once per route in the flush.
+ *
+ * Values are written as TEXT, as upstream: strings as they are, numbers
+ * and booleans in their JSON form, objects and arrays as compact JSON
+ * (upstream could not write those), null as NULL.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ism_state.h"
+
+#include <cjson/cJSON.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "router.h"
+
+#define MONITOR_SELECTOR	"processor/monitor"
+#define MAX_FETCH			256
+/* bind parameters in one INSERT (PostgreSQL allows 65535) */
+#define MAX_PARAMS			60000
+
+/* upstream defaults when a property is absent (§3.1) */
+#define DEFAULT_TABLE_NAME	"hello_world"
+#define DEFAULT_BATCH_SIZE	10
+#define DEFAULT_WINDOW_S	15
+
+typedef struct TableConfig
+{
+	char	   *table;			/* mapped name, in data_schema */
+	int			batch_size;		/* <= 0: no size trigger */
+	int			window_s;		/* < 0: no timer; 0: at once */
+	bool		include_timestamp;
+	List	   *index_columns;	/* of char *, keys */
+} TableConfig;
+
+typedef struct Pending
+{
+	IsmMessage	msg;
+	char	   *route_id;
+	List	   *records;		/* of cJSON * (objects) */
+} Pending;
+
+typedef struct Batch
+{
+	char	   *processor_id;
+	TableConfig config;
+	MemoryContext context;		/* everything below; reset by a flush */
+	List	   *pending;		/* of Pending *, in arrival order */
+	int			nrecords;
+	TimestampTz oldest;
+} Batch;
+
+static MemoryContext writer_context = NULL;	/* the batches */
+static MemoryContext message_context = NULL;	/* reset after each message */
+static List *batches = NIL;		/* of Batch * */
+
+static void
+json_free(void *p)
+{
+	if (p)
+		pfree(p);
+}
+
+static void *
+json_alloc(size_t size)
+{
+	return palloc(Max(size, 1));
+}
+
+void
+ism_writer_init(void)
+{
+	cJSON_Hooks hooks = {json_alloc, json_free};
+
+	cJSON_InitHooks(&hooks);
+	writer_context = AllocSetContextCreate(TopMemoryContext, "ism_state writer",
+										   ALLOCSET_DEFAULT_SIZES);
+	message_context = AllocSetContextCreate(TopMemoryContext, "ism_state writer message",
+											ALLOCSET_DEFAULT_SIZES);
+}
+
+/* --- statuses ------------------------------------------------------------ */
+
+/* {"type":"models","route_id":…,"status":…[,"exception":…],"data":null} */
+static void
+publish_status(const char *route_id, const char *status, const char *exception,
+			   const char *msg_id)
+{
+	RouteLookupResult result;
+	const IsmRoute *monitor = ism_route_cache_resolve(MONITOR_SELECTOR, &result);
+	cJSON	   *body;
+	char	   *text;
+	char		err[512];
+
+	if (monitor == NULL)
+		return;
+	body = cJSON_CreateObject();
+	cJSON_AddStringToObject(body, "type", "models");
+	cJSON_AddItemToObject(body, "route_id",
+						  route_id ? cJSON_CreateString(route_id) : cJSON_CreateNull());
+	cJSON_AddStringToObject(body, "status", status);
+	if (exception)
+		cJSON_AddStringToObject(body, "exception", exception);
+	cJSON_AddNullToObject(body, "data");
+	text = cJSON_PrintUnformatted(body);
+	if (monitor->jetstream_enabled &&
+		!ism_nats_ensure_stream(monitor->name, monitor->subject, err, sizeof(err)))
+		ereport(WARNING, (errmsg("ism_state writer: status not sent: %s", err)));
+	else if (!ism_nats_publish(monitor->subject, text, strlen(text), msg_id,
+							   monitor->jetstream_enabled, err, sizeof(err)))
+		ereport(WARNING, (errmsg("ism_state writer: status not sent: %s", err)));
+}
+
+/* --- properties ---------------------------------------------------------- */
+
+/*
+ * The table settings from processor.properties (§3.1), with upstream's
+ * defaults for absent keys and its meaning for explicit nulls.  false with
+ * *error on a wrong type.
+ */
+static bool
+table_config(const char *processor_id, const char *props_text, TableConfig *c,
+			 char **error)
+{
+	cJSON	   *props = props_text ? cJSON_Parse(props_text) : NULL;
+	cJSON	   *v;
+	const char *table_name = DEFAULT_TABLE_NAME;
+
+	c->batch_size = DEFAULT_BATCH_SIZE;
+	c->window_s = DEFAULT_WINDOW_S;
+	c->include_timestamp = true;
+	c->index_columns = NIL;
+	if (props_text && !cJSON_IsObject(props))
+	{
+		*error = psprintf("processor %s: properties are not a JSON object", processor_id);
+		return false;
+	}
+
+	if ((v = cJSON_GetObjectItem(props, "tableName")) != NULL)
+	{
+		if (cJSON_IsNull(v))
+			table_name = NULL;
+		else if (!cJSON_IsString(v))
+		{
+			*error = psprintf("processor %s: property \"tableName\" must be a string", processor_id);
+			return false;
+		}
+		else
+			table_name = v->valuestring;
+	}
+	if ((v = cJSON_GetObjectItem(props, "batchSize")) != NULL)
+	{
+		if (cJSON_IsNull(v))
+			c->batch_size = 0;
+		else if (!cJSON_IsNumber(v) || v->valuedouble != (double) v->valueint)
+		{
+			*error = psprintf("processor %s: property \"batchSize\" must be an integer", processor_id);
+			return false;
+		}
+		else
+			c->batch_size = Max(v->valueint, 1);
+	}
+	if ((v = cJSON_GetObjectItem(props, "batchWindowTTL")) != NULL)
+	{
+		if (cJSON_IsNull(v))
+			c->window_s = -1;
+		else if (!cJSON_IsNumber(v) || v->valuedouble != (double) v->valueint || v->valueint < 0)
+		{
+			*error = psprintf("processor %s: property \"batchWindowTTL\" must be a number of seconds (0 or more)",
+							  processor_id);
+			return false;
+		}
+		else
+			c->window_s = v->valueint;
+	}
+	if ((v = cJSON_GetObjectItem(props, "includeTimestamp")) != NULL)
+	{
+		if (cJSON_IsNull(v))
+			c->include_timestamp = false;
+		else if (!cJSON_IsBool(v))
+		{
+			*error = psprintf("processor %s: property \"includeTimestamp\" must be a boolean", processor_id);
+			return false;
+		}
+		else
+			c->include_timestamp = cJSON_IsTrue(v);
+	}
+	if ((v = cJSON_GetObjectItem(props, "indexColumns")) != NULL && !cJSON_IsNull(v))
+	{
+		cJSON	   *col;
+
+		if (!cJSON_IsArray(v))
+		{
+			*error = psprintf("processor %s: property \"indexColumns\" must be a list of keys", processor_id);
+			return false;
+		}
+		cJSON_ArrayForEach(col, v)
+		{
+			if (!cJSON_IsString(col))
+			{
+				*error = psprintf("processor %s: property \"indexColumns\" must be a list of keys", processor_id);
+				return false;
+			}
+			c->index_columns = lappend(c->index_columns, pstrdup(col->valuestring));
+		}
+	}
+	c->table = ism_table_name(processor_id, table_name);
+	return true;
+}
+
+static bool
+same_config(const TableConfig *a, const TableConfig *b)
+{
+	ListCell   *la,
+			   *lb;
+
+	if (strcmp(a->table, b->table) != 0 || a->batch_size != b->batch_size ||
+		a->window_s != b->window_s || a->include_timestamp != b->include_timestamp ||
+		list_length(a->index_columns) != list_length(b->index_columns))
+		return false;
+	forboth(la, a->index_columns, lb, b->index_columns)
+		if (strcmp(lfirst(la), lfirst(lb)) != 0)
+		return false;
+	return true;
+}
+
+/* --- the catalog --------------------------------------------------------- */
+
+static char *
+catalog_value(const char *sql, const char *id, int col, bool *found)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(id)};
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *value = NULL;
+
+	if (SPI_execute_with_args(sql, 1, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "catalog query failed");
+	MemoryContextSwitchTo(caller);
+	*found = SPI_processed > 0;
+	if (*found)
+		value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col);
+	return value;
+}
+
+typedef struct Resolve
+{
+	const char *route_id;
+	char	   *processor_id;
+	char	   *properties;
+	char	   *error;
+} Resolve;
+
+/* route_id -> processor_state -> processor (cached a second, as the router) */
+static void
+resolve_processor(void *arg)
+{
+	Resolve    *r = arg;
+	char	   *cols[3];
+	bool		found;
+	const char *schema = quote_identifier(ism_catalog_schema);
+
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (ism_lookup_get('r', r->route_id, cols, 2))
+		r->processor_id = cols[0];
+	else
+	{
+		r->processor_id = catalog_value(psprintf("SELECT processor_id, state_id FROM %s.processor_state WHERE id = $1", schema),
+										r->route_id, 1, &found);
+		if (!found)
+			r->error = psprintf("processor state (route) %s not found", r->route_id);
+		else
+		{
+			cols[0] = r->processor_id;
+			cols[1] = NULL;
+			ism_lookup_put('r', r->route_id, cols, 2);
+		}
+	}
+	if (r->error == NULL && r->processor_id == NULL)
+		r->error = psprintf("processor state (route) %s has no processor", r->route_id);
+	if (r->error == NULL)
+	{
+		if (ism_lookup_get('p', r->processor_id, cols, 3))
+			r->properties = cols[2];
+		else
+		{
+			Oid			types[1] = {TEXTOID};
+			Datum		args[1] = {CStringGetTextDatum(r->processor_id)};
+			MemoryContext caller = CurrentMemoryContext;
+
+			if (SPI_execute_with_args(psprintf("SELECT provider_id, project_id, properties::text FROM %s.processor WHERE id = $1", schema),
+									  1, types, args, NULL, true, 1) != SPI_OK_SELECT)
+				elog(ERROR, "catalog query failed");
+			MemoryContextSwitchTo(caller);
+			if (SPI_processed == 0)
+				r->error = psprintf("processor %s not found", r->processor_id);
+			else
+			{
+				for (int i = 0; i < 3; i++)
+					cols[i] = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1);
+				ism_lookup_put('p', r->processor_id, cols, 3);
+				r->properties = cols[2];
+			}
+		}
+	}
+	/* copy out of SPI's memory before it goes */
+	if (r->processor_id)
+		r->processor_id = MemoryContextStrdup(message_context, r->processor_id);
+	if (r->properties)
+		r->properties = MemoryContextStrdup(message_context, r->properties);
+	if (r->error)
+		r->error = MemoryContextStrdup(message_context, r->error);
+	PopActiveSnapshot();
+	SPI_finish();
+}
+
+/* --- batches -------------------------------------------------------------- */
+
+static Batch *
+find_batch(const char *processor_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, batches)
+	{
+		Batch	   *b = lfirst(lc);
+
+		if (strcmp(b->processor_id, processor_id) == 0)
+			return b;
+	}
+	return NULL;
+}
+
+static Batch *
+new_batch(const char *processor_id, const TableConfig *config)
+{
+	MemoryContext old = MemoryContextSwitchTo(writer_context);
+	Batch	   *b = palloc0(sizeof(Batch));
+
+	b->processor_id = pstrdup(processor_id);
+	b->context = AllocSetContextCreate(writer_context, "ism_state writer batch",
+									   ALLOCSET_DEFAULT_SIZES);
+	batches = lappend(batches, b);
+	MemoryContextSwitchTo(old);
+	b->config = *config;
+	b->config.table = MemoryContextStrdup(writer_context, config->table);
+	b->config.index_columns = NIL;
+	{
+		ListCell   *lc;
+
+		old = MemoryContextSwitchTo(writer_context);
+		foreach(lc, config->index_columns)
+			b->config.index_columns = lappend(b->config.index_columns, pstrdup(lfirst(lc)));
+		MemoryContextSwitchTo(old);
+	}
+	return b;
+}
+
+static bool
+batch_due(const Batch *b, bool all)
+{
+	if (b->pending == NIL)
+		return false;
+	if (all || (b->config.batch_size > 0 && b->nrecords >= b->config.batch_size))
+		return true;
+	if (b->config.window_s >= 0 &&
+		TimestampDifferenceExceeds(b->oldest, GetCurrentTimestamp(), b->config.window_s * 1000))
+		return true;
+	return false;
+}
+
+/* RFC 3339, UTC, whole seconds, as upstream's _timestamp */
+static char *
+timestamp_now(void)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	timestamp2tm(GetCurrentTimestamp(), NULL, &tm, &fsec, NULL, NULL);
+	return psprintf("%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year, tm.tm_mon,
+					tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/* --- flush ----------------------------------------------------------------- */
+
+/* A record value as column text; NULL for JSON null. */
+static char *
+value_text(cJSON *v)
+{
+	if (cJSON_IsNull(v))
+		return NULL;
+	if (cJSON_IsString(v))
+		return v->valuestring;
+	if (cJSON_IsTrue(v))
+		return "true";
+	if (cJSON_IsFalse(v))
+		return "false";
+	return cJSON_PrintUnformatted(v);
+}
+
+typedef struct Flush
+{
+	Batch	   *batch;
+	List	   *keys;			/* of char *: every key, first seen first */
+	bool	   *apply;			/* per pending message: not applied before */
+	int			written;
+} Flush;
+
+static int
+key_index(List *keys, const char *key)
+{
+	ListCell   *lc;
+
+	foreach(lc, keys)
+		if (strcmp(lfirst(lc), key) == 0)
+		return foreach_current_index(lc);
+	return -1;
+}
+
+/* The stream sequences this flush applies; those applied before come back false. */
+static void
+record_applied(Flush *f)
+{
+	Batch	   *b = f->batch;
+	int			n = list_length(b->pending);
+	Datum	   *streams = palloc(sizeof(Datum) * n);
+	Datum	   *seqs = palloc(sizeof(Datum) * n);
+	Oid			types[2] = {TEXTARRAYOID, INT8ARRAYOID};
+	Datum		args[2];
+	ListCell   *lc;
+	MemoryContext caller = CurrentMemoryContext;
+
+	foreach(lc, b->pending)
+	{
+		Pending    *p = lfirst(lc);
+
+		streams[foreach_current_index(lc)] = CStringGetTextDatum(p->msg.stream);
+		seqs[foreach_current_index(lc)] = Int64GetDatum((int64) p->msg.stream_seq);
+	}
+	args[0] = PointerGetDatum(construct_array(streams, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[1] = PointerGetDatum(construct_array(seqs, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (SPI_execute_with_args("INSERT INTO ism_state.applied (stream, stream_seq)"
+							  " SELECT * FROM unnest($1::text[], $2::bigint[])"
+							  " ON CONFLICT DO NOTHING RETURNING stream, stream_seq",
+							  2, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not record applied messages");
+	MemoryContextSwitchTo(caller);
+	f->apply = palloc0(sizeof(bool) * n);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		char	   *stream = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		int64		seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+
+		foreach(lc, b->pending)
+		{
+			Pending    *p = lfirst(lc);
+
+			if ((int64) p->msg.stream_seq == seq && strcmp(p->msg.stream, stream) == 0)
+				f->apply[foreach_current_index(lc)] = true;
+		}
+	}
+}
+
+/* CREATE TABLE, or ADD COLUMN for the keys the table lacks. */
+static void
+ensure_columns(Flush *f)
+{
+	Batch	   *b = f->batch;
+	char	   *qualified = psprintf("%s.%s", quote_identifier(ism_data_schema),
+									 quote_identifier(b->config.table));
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(qualified)};
+	List	   *existing = NIL;
+	bool		table_exists;
+	StringInfoData ddl;
+	ListCell   *lc;
+	MemoryContext caller = CurrentMemoryContext;
+
+	if (SPI_execute_with_args("SELECT attname::text FROM pg_attribute"
+							  " WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the columns of %s", qualified);
+	MemoryContextSwitchTo(caller);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		existing = lappend(existing, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	if (SPI_execute_with_args("SELECT to_regclass($1) IS NOT NULL", 1, types, args,
+							  NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up %s", qualified);
+	MemoryContextSwitchTo(caller);
+	table_exists = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0;
+
+	initStringInfo(&ddl);
+	if (!table_exists)
+	{
+		appendStringInfo(&ddl, "CREATE TABLE IF NOT EXISTS %s (", qualified);
+		foreach(lc, f->keys)
+			appendStringInfo(&ddl, "%s%s text", foreach_current_index(lc) ? ", " : "",
+							 quote_identifier(ism_identifier(lfirst(lc), strlen(lfirst(lc)))));
+		appendStringInfoChar(&ddl, ')');
+	}
+	else
+	{
+		foreach(lc, f->keys)
+		{
+			char	   *col = ism_identifier(lfirst(lc), strlen(lfirst(lc)));
+			bool		have = false;
+			ListCell   *ec;
+
+			foreach(ec, existing)
+				if (strcmp(lfirst(ec), col) == 0)
+				have = true;
+			if (!have)
+				appendStringInfo(&ddl, "%sADD COLUMN IF NOT EXISTS %s text",
+								 ddl.len ? ", " : psprintf("ALTER TABLE %s ", qualified),
+								 quote_identifier(col));
+		}
+	}
+	if (ddl.len > 0 && SPI_execute(ddl.data, false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not create or extend %s", qualified);
+	MemoryContextSwitchTo(caller);
+
+	foreach(lc, b->config.index_columns)
+	{
+		char	   *col = ism_identifier(lfirst(lc), strlen(lfirst(lc)));
+		char	   *index = psprintf("%s_%s_idx", b->config.table, col);
+
+		if (key_index(f->keys, lfirst(lc)) < 0 && !list_member(existing, col))
+			continue;			/* no such column (yet) */
+		if (SPI_execute(psprintf("CREATE INDEX IF NOT EXISTS %s ON %s (%s)",
+								 quote_identifier(ism_identifier(index, strlen(index))),
+								 qualified, quote_identifier(col)),
+						false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not create an index on %s", qualified);
+		MemoryContextSwitchTo(caller);
+	}
+}
+
+/* Multi-row INSERTs of the records of the messages to apply. */
+static void
+insert_rows(Flush *f)
+{
+	Batch	   *b = f->batch;
+	int			ncols = list_length(f->keys);
+	int			rows_per_insert = Max(MAX_PARAMS / Max(ncols, 1), 1);
+	char	   *qualified = psprintf("%s.%s", quote_identifier(ism_data_schema),
+									 quote_identifier(b->config.table));
+	List	   *rows = NIL;
+	ListCell   *lc;
+	StringInfoData cols;
+	MemoryContext caller = CurrentMemoryContext;
+
+	foreach(lc, b->pending)
+		if (f->apply[foreach_current_index(lc)])
+			rows = list_concat(rows, ((Pending *) lfirst(lc))->records);
+
+	initStringInfo(&cols);
+	foreach(lc, f->keys)
+		appendStringInfo(&cols, "%s%s", foreach_current_index(lc) ? ", " : "",
+						 quote_identifier(ism_identifier(lfirst(lc), strlen(lfirst(lc)))));
+
+	for (int start = 0; start < list_length(rows); start += rows_per_insert)
+	{
+		int			n = Min(rows_per_insert, list_length(rows) - start);
+		Oid		   *types = palloc(sizeof(Oid) * n * ncols);
+		Datum	   *values = palloc(sizeof(Datum) * n * ncols);
+		char	   *nulls = palloc(n * ncols);
+		StringInfoData sql;
+
+		initStringInfo(&sql);
+		appendStringInfo(&sql, "INSERT INTO %s (%s) VALUES ", qualified, cols.data);
+		for (int r = 0; r < n; r++)
+		{
+			cJSON	   *record = list_nth(rows, start + r);
+
+			appendStringInfoString(&sql, r ? ", (" : "(");
+			for (int c = 0; c < ncols; c++)
+			{
+				int			p = r * ncols + c;
+				cJSON	   *v = cJSON_GetObjectItemCaseSensitive(record, list_nth(f->keys, c));
+				char	   *text = v ? value_text(v) : NULL;
+
+				types[p] = TEXTOID;
+				values[p] = text ? CStringGetTextDatum(text) : (Datum) 0;
+				nulls[p] = text ? ' ' : 'n';
+				appendStringInfo(&sql, "%s$%d", c ? ", " : "", p + 1);
+			}
+			appendStringInfoChar(&sql, ')');
+		}
+		if (SPI_execute_with_args(sql.data, n * ncols, types, values, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not insert into %s", qualified);
+		MemoryContextSwitchTo(caller);
+		f->written += n;
+	}
+}
+
+static void
+flush_in_transaction(void *arg)
+{
+	Flush	   *f = arg;
+
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	record_applied(f);
+	if (f->keys != NIL)
+	{
+		ensure_columns(f);
+		insert_rows(f);
+	}
+	PopActiveSnapshot();
+	SPI_finish();
+}
+
+static int64
+nak_delay_ms(const IsmMessage *m)
+{
+	int			shift = (int) Min(m->deliveries > 0 ? m->deliveries - 1 : 0, 6);
+
+	return Min((int64) 1000 << shift, 60000);
+}
+
+static void
+settle_batch(Batch *b, IsmSettle how, const char *why)
+{
+	ListCell   *lc;
+	char		err[512];
+
+	foreach(lc, b->pending)
+	{
+		Pending    *p = lfirst(lc);
+
+		if (!ism_nats_settle(&p->msg, how, how == ISM_NAK ? nak_delay_ms(&p->msg) : 0,
+							 err, sizeof(err)))
+			ereport(WARNING, (errmsg("ism_state writer: %s", err)));
+		ism_nats_release(&p->msg, 1);
+	}
+	if (how == ISM_NAK)
+		ereport(WARNING,
+				(errmsg("ism_state writer: %d messages for table \"%s\" will be retried: %s",
+						list_length(b->pending), b->config.table, why)));
+}
+
+/* Write a batch; ack its messages after the commit; COMPLETED per route. */
+static void
+flush_batch(Batch *b)
+{
+	MemoryContext old = MemoryContextSwitchTo(b->context);
+	Flush		f = {b, NIL, NULL, 0};
+	List	   *routes = NIL;
+	ListCell   *lc;
+	char		err[512];
+
+	foreach(lc, b->pending)
+	{
+		ListCell   *rc;
+
+		foreach(rc, ((Pending *) lfirst(lc))->records)
+		{
+			cJSON	   *field;
+
+			cJSON_ArrayForEach(field, (cJSON *) lfirst(rc))
+				if (key_index(f.keys, field->string) < 0)
+				f.keys = lappend(f.keys, field->string);
+		}
+	}
+
+	pgstat_report_activity(STATE_RUNNING, psprintf("flushing table %s", b->config.table));
+	if (!ism_run_in_transaction(flush_in_transaction, &f, err, sizeof(err)))
+	{
+		settle_batch(b, ISM_NAK, err);
+		ism_stats_set_error(err);
+	}
+	else
+	{
+		pgstat_report_stat(false);
+		settle_batch(b, ISM_ACK, NULL);
+		foreach(lc, b->pending)
+		{
+			Pending    *p = lfirst(lc);
+
+			if (p->route_id && !list_member(routes, makeString(p->route_id)))
+				routes = lappend(routes, makeString(p->route_id));
+		}
+		foreach(lc, routes)
+			publish_status(strVal(lfirst(lc)), "COMPLETED", NULL, NULL);
+		if (!ism_nats_publish_wait(ism_publish_timeout_ms, err, sizeof(err)))
+			ereport(WARNING, (errmsg("ism_state writer: COMPLETED not sent: %s", err)));
+	}
+	MemoryContextSwitchTo(old);
+	b->pending = NIL;
+	b->nrecords = 0;
+	MemoryContextReset(b->context);
+	pgstat_report_activity(STATE_IDLE, "idle");
+}
+
+/* Flush the batches that are due (all of them when all). */
+void
+ism_writer_flush(bool all)
+{
+	ListCell   *lc;
+
+	foreach(lc, batches)
+		if (batch_due(lfirst(lc), all))
+			flush_batch(lfirst(lc));
+}
+
+/* --- messages ---------------------------------------------------------------- */
+
+static void
+give_up(IsmMessage *m, const char *route_id, const char *error)
+{
+	char		err[512];
+
+	ereport(WARNING,
+			(errmsg("ism_state writer: message %s:" UINT64_FORMAT " on \"%s\" failed: %s",
+					m->stream, m->stream_seq, m->subject, error)));
+	publish_status(route_id, "FAILED", error,
+				   psprintf("ism:%s:" UINT64_FORMAT ":failed", m->stream, m->stream_seq));
+	if (!ism_nats_publish_wait(ism_publish_timeout_ms, err, sizeof(err)))
+		ereport(WARNING, (errmsg("ism_state writer: FAILED not sent: %s", err)));
+	if (ism_dead_letter(m, "writer", route_id, error))
+		ism_nats_settle(m, ISM_TERM, 0, err, sizeof(err));
+	else
+		ism_nats_settle(m, ISM_NAK, nak_delay_ms(m), err, sizeof(err));
+	ism_nats_release(m, 1);
+}
+
+/* Parse and queue one message; settles it itself when it cannot be queued. */
+static void
+add_message(IsmMessage *m)
+{
+	MemoryContext old;
+	cJSON	   *root;
+	cJSON	   *route;
+	cJSON	   *records;
+	cJSON	   *record;
+	Resolve		r = {0};
+	TableConfig config;
+	char	   *error = NULL;
+	char		err[512];
+	Batch	   *b;
+	Pending    *p;
+	char	   *stamp = NULL;
+
+	if (m->len > ism_max_message_bytes)
+		return give_up(m, NULL, psprintf("message is %d bytes, more than ism_state.max_message_bytes (%d)",
+										 m->len, ism_max_message_bytes));
+	if (!pg_verify_mbstr(PG_UTF8, m->data, m->len, true))
+		return give_up(m, NULL, "message is not valid UTF-8");
+	root = cJSON_ParseWithLengthOpts(m->data, m->len, NULL, false);
+	if (!cJSON_IsObject(root))
+		return give_up(m, NULL, root ? "message is not a JSON object" : "message is not valid JSON");
+	route = cJSON_GetObjectItem(root, "route_id");	/* any case, as Go */
+	if (!cJSON_IsString(route))
+		return give_up(m, NULL, "message without a \"route_id\" string");
+	records = cJSON_GetObjectItem(root, "query_state");
+	if (records && !cJSON_IsNull(records) && !cJSON_IsArray(records))
+		return give_up(m, route->valuestring, "\"query_state\" must be a list of records");
+
+	r.route_id = route->valuestring;
+	if (!ism_run_in_transaction(resolve_processor, &r, err, sizeof(err)))
+	{
+		/* a database error: try again later */
+		ism_nats_settle(m, ISM_NAK, nak_delay_ms(m), err, sizeof(err));
+		ism_nats_release(m, 1);
+		return;
+	}
+	if (r.error)
+		return give_up(m, r.route_id, r.error);
+	if (!table_config(r.processor_id, r.properties, &config, &error))
+		return give_up(m, r.route_id, error);
+
+	/* a changed configuration (a new table name, say) starts a new batch */
+	b = find_batch(r.processor_id);
+	if (b && !same_config(&b->config, &config))
+	{
+		flush_batch(b);
+		batches = list_delete_ptr(batches, b);
+		MemoryContextDelete(b->context);
+		b = NULL;
+	}
+	if (b == NULL)
+		b = new_batch(r.processor_id, &config);
+
+	old = MemoryContextSwitchTo(b->context);
+	p = palloc0(sizeof(Pending));
+	p->msg = *m;
+	p->route_id = pstrdup(r.route_id);
+	if (b->config.include_timestamp)
+		stamp = timestamp_now();
+	cJSON_ArrayForEach(record, records)
+	{
+		cJSON	   *copy;
+
+		if (cJSON_IsNull(record) && !stamp)
+			continue;
+		if (!cJSON_IsNull(record) && !cJSON_IsObject(record))
+		{
+			MemoryContextSwitchTo(old);
+			pfree(p);
+			return give_up(m, r.route_id, "every record in \"query_state\" must be an object");
+		}
+		copy = cJSON_IsNull(record) ? cJSON_CreateObject() : cJSON_Duplicate(record, true);
+		if (stamp)
+		{
+			cJSON_DeleteItemFromObjectCaseSensitive(copy, "_timestamp");
+			cJSON_AddStringToObject(copy, "_timestamp", stamp);
+		}
+		p->records = lappend(p->records, copy);
+	}
+	if (b->pending == NIL)
+		b->oldest = GetCurrentTimestamp();
+	b->pending = lappend(b->pending, p);
+	b->nrecords += list_length(p->records);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Fetch what the subscription has (waiting at most timeout_ms), queue it,
+ * and flush what is due.  Returns the number of messages fetched, -1 when
+ * fetching failed.
+ */
+int
+ism_writer_consume(int timeout_ms)
+{
+	IsmMessage	msgs[MAX_FETCH];
+	char		err[512];
+	int			n;
+	MemoryContext old;
+
+	n = ism_nats_fetch(msgs, MAX_FETCH, timeout_ms, err, sizeof(err));
+	if (n < 0)
+	{
+		ism_stats_set_error(err);
+		return -1;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		old = MemoryContextSwitchTo(message_context);
+		add_message(&msgs[i]);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(message_context);
+	}
+	ism_writer_flush(false);
+	return n;
+}
+
+/* How long the worker may wait before a batch is due (at most max_ms). */
+long
+ism_writer_next_due_ms(long max_ms)
+{
+	ListCell   *lc;
+	long		wait = max_ms;
+	TimestampTz now = GetCurrentTimestamp();
+
+	foreach(lc, batches)
+	{
+		Batch	   *b = lfirst(lc);
+
+		if (b->pending != NIL && b->config.window_s >= 0)
+		{
+			TimestampTz due = TimestampTzPlusMilliseconds(b->oldest, b->config.window_s * 1000);
+
+			wait = Min(wait, Max(TimestampDifferenceMilliseconds(now, due), 0));
+		}
+	}
+	return wait;
+}
