@@ -106,7 +106,8 @@ load_catalog() {
 	fi
 }
 
-# Send the three example router messages and show what the router sent on.
+# Send the three example router messages; show what the router sent on and
+# what the writer wrote.
 route_examples() {
 	local out=$DIR/routed.txt nats="test/ism-nats -s nats://127.0.0.1:$NATS_PORT -t 5000"
 	local pids=()
@@ -122,6 +123,11 @@ route_examples() {
 	wait "${pids[@]}" || true
 	echo "<- what the router published (subject, message):"
 	sed 's/^/   /' "$out"
+	# the state-tables processor's batch window is 2 s in the example catalog
+	sleep 3
+	echo "<- what the writer wrote (ism_state.table_name() says where):"
+	psql_demo -P pager=off -c "SELECT question, model, score, cached, meta, flagged, _timestamp
+	    FROM public.\"3f2b6c1e-0d7a-4b8e-9a55-2f1c0b9e7d10_answers\" ORDER BY _timestamp, question"
 }
 
 up() {

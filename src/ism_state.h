@@ -137,6 +137,8 @@ extern PGDLLEXPORT void ism_worker_main(Datum main_arg);
 extern bool ism_worker_stopping(void);
 extern bool ism_run_in_transaction(void (*fn) (void *), void *arg,
 								   char *errbuf, size_t errlen);
+extern bool ism_run_in_transaction_ex(void (*fn) (void *), void *arg,
+									  char *errbuf, size_t errlen, int *sqlstate);
 
 /* NATS connection (nats_conn.c); main thread only */
 extern bool ism_nats_connect(const char *client_name, char *errbuf, size_t errlen);
@@ -179,6 +181,7 @@ typedef struct IsmMessage
 typedef enum IsmSettle
 {
 	ISM_ACK,
+	ISM_ACK_SYNC,				/* ack, and wait until the server has it */
 	ISM_NAK,
 	ISM_TERM,
 	ISM_IN_PROGRESS

@@ -367,6 +367,9 @@ ism_nats_settle(IsmMessage *m, IsmSettle how, int64 delay_ms, char *errbuf, size
 		case ISM_ACK:
 			s = natsMsg_Ack(msg, NULL);
 			break;
+		case ISM_ACK_SYNC:
+			s = natsMsg_AckSync(msg, NULL, NULL);
+			break;
 		case ISM_NAK:
 			s = natsMsg_NakWithDelay(msg, delay_ms, NULL);
 			break;

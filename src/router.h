@@ -17,7 +17,7 @@ extern int	ism_router_replay_dead_letters(char *errbuf, size_t errlen);
 
 /* writer.c */
 extern void ism_writer_init(void);
-extern int	ism_writer_consume(int timeout_ms);
+extern int	ism_writer_consume(int timeout_ms, int max_in_flight);
 extern void ism_writer_flush(bool all);
 extern long ism_writer_next_due_ms(long max_ms);
 

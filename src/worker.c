@@ -171,6 +171,14 @@ log_once(LogOnce *once, int elevel, const char *msg)
 bool
 ism_run_in_transaction(void (*fn) (void *), void *arg, char *errbuf, size_t errlen)
 {
+	return ism_run_in_transaction_ex(fn, arg, errbuf, errlen, NULL);
+}
+
+/* The same, also giving the error's SQLSTATE (when sqlstate is not NULL). */
+bool
+ism_run_in_transaction_ex(void (*fn) (void *), void *arg, char *errbuf,
+						  size_t errlen, int *sqlstate)
+{
 	MemoryContext caller = CurrentMemoryContext;
 	volatile bool ok = true;
 
@@ -190,6 +198,8 @@ ism_run_in_transaction(void (*fn) (void *), void *arg, char *errbuf, size_t errl
 		FlushErrorState();
 		AbortCurrentTransaction();
 		strlcpy(errbuf, edata->message, errlen);
+		if (sqlstate)
+			*sqlstate = edata->sqlerrcode;
 		FreeErrorData(edata);
 		ok = false;
 	}
@@ -678,10 +688,13 @@ worker_step(IsmWorker *w)
 	if (w->role == ISM_ROLE_WRITER && ism_nats_is_subscribed())
 	{
 		/* the fetch waits at most until the next batch is due */
-		int			n = ism_writer_consume((int) ism_writer_next_due_ms(ISM_FETCH_WAIT_MS));
+		RouteLookupResult result;
+		const IsmRoute *r = ism_route_cache_resolve(ISM_WRITER_SELECTOR, &result);
+		int			n = ism_writer_consume((int) ism_writer_next_due_ms(ISM_FETCH_WAIT_MS),
+										   r && r->max_ack_pending ? r->max_ack_pending : 1000);
 
 		w->activity[0] = '\0';
-		return n < 0 ? ISM_POLL_MS : 0;
+		return n < 0 ? ism_writer_next_due_ms(ISM_POLL_MS) : 0;
 	}
 	return ISM_POLL_MS;
 }

@@ -24,6 +24,8 @@
 #include <cjson/cJSON.h>
 
 #include "access/xact.h"
+#include "utils/errcodes.h"
+#include "utils/resowner.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -39,6 +41,12 @@
 
 #define MONITOR_SELECTOR	"processor/monitor"
 #define MAX_FETCH			256
+/*
+ * Records waiting in all batches together.  Past this the writer flushes
+ * everything before it fetches more, whatever the batch settings say
+ * (batchSize and batchWindowTTL may both be off): memory stays bounded.
+ */
+#define MAX_PENDING_RECORDS	100000
 /* bind parameters in one INSERT (PostgreSQL allows 65535) */
 #define MAX_PARAMS			60000
 
@@ -425,8 +433,10 @@ value_text(cJSON *v)
 typedef struct Flush
 {
 	Batch	   *batch;
+	List	   *pending;		/* the messages to write, of Pending * */
 	List	   *keys;			/* of char *: every key, first seen first */
-	bool	   *apply;			/* per pending message: not applied before */
+	bool	   *apply;			/* per message: not applied before */
+	char	  **errors;			/* per message, when written one by one */
 	int			written;
 } Flush;
 
@@ -445,8 +455,7 @@ key_index(List *keys, const char *key)
 static void
 record_applied(Flush *f)
 {
-	Batch	   *b = f->batch;
-	int			n = list_length(b->pending);
+	int			n = list_length(f->pending);
 	Datum	   *streams = palloc(sizeof(Datum) * n);
 	Datum	   *seqs = palloc(sizeof(Datum) * n);
 	Oid			types[2] = {TEXTARRAYOID, INT8ARRAYOID};
@@ -454,7 +463,7 @@ record_applied(Flush *f)
 	ListCell   *lc;
 	MemoryContext caller = CurrentMemoryContext;
 
-	foreach(lc, b->pending)
+	foreach(lc, f->pending)
 	{
 		Pending    *p = lfirst(lc);
 
@@ -476,7 +485,7 @@ record_applied(Flush *f)
 		char	   *stream = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 		int64		seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 
-		foreach(lc, b->pending)
+		foreach(lc, f->pending)
 		{
 			Pending    *p = lfirst(lc);
 
@@ -574,7 +583,7 @@ insert_rows(Flush *f)
 	StringInfoData cols;
 	MemoryContext caller = CurrentMemoryContext;
 
-	foreach(lc, b->pending)
+	foreach(lc, f->pending)
 		if (f->apply[foreach_current_index(lc)])
 			rows = list_concat(rows, ((Pending *) lfirst(lc))->records);
 
@@ -618,21 +627,115 @@ insert_rows(Flush *f)
 	}
 }
 
-static void
-flush_in_transaction(void *arg)
+/* Every key of the messages' records, first seen first. */
+static List *
+keys_of(List *pending)
 {
-	Flush	   *f = arg;
+	List	   *keys = NIL;
+	ListCell   *lc;
 
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	foreach(lc, pending)
+	{
+		ListCell   *rc;
+
+		foreach(rc, ((Pending *) lfirst(lc))->records)
+		{
+			cJSON	   *field;
+
+			cJSON_ArrayForEach(field, (cJSON *) lfirst(rc))
+				if (key_index(keys, field->string) < 0)
+				keys = lappend(keys, field->string);
+		}
+	}
+	return keys;
+}
+
+/* Applied records, DDL, rows: the body of a flush (SPI connected). */
+static void
+write_pending(Flush *f)
+{
 	record_applied(f);
 	if (f->keys != NIL)
 	{
 		ensure_columns(f);
 		insert_rows(f);
 	}
+}
+
+static void
+flush_in_transaction(void *arg)
+{
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	write_pending((Flush *) arg);
 	PopActiveSnapshot();
 	SPI_finish();
+}
+
+/*
+ * After a flush failed for a reason other than a passing one: write the
+ * messages one by one, each in a subtransaction, so that the bad ones
+ * (their errors in f->errors) keep nothing else from being written.
+ */
+static void
+flush_one_by_one(void *arg)
+{
+	Flush	   *f = arg;
+	ListCell   *lc;
+
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	foreach(lc, f->pending)
+	{
+		MemoryContext caller = CurrentMemoryContext;
+		ResourceOwner owner = CurrentResourceOwner;
+		Flush		one = {f->batch, list_make1(lfirst(lc)), NIL, NULL, NULL, 0};
+
+		one.keys = keys_of(one.pending);
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(caller);
+		PG_TRY();
+		{
+			write_pending(&one);
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(caller);
+			CurrentResourceOwner = owner;
+			f->written += one.written;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(caller);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(caller);
+			CurrentResourceOwner = owner;
+			f->errors[foreach_current_index(lc)] =
+				MemoryContextStrdup(f->batch->context, edata->message);
+			FreeErrorData(edata);
+		}
+		PG_END_TRY();
+	}
+	PopActiveSnapshot();
+	SPI_finish();
+}
+
+/* Errors worth retrying as they are: the next attempt may well succeed. */
+static bool
+is_transient(int sqlstate)
+{
+	switch (ERRCODE_TO_CATEGORY(sqlstate))
+	{
+		case ERRCODE_TRANSACTION_ROLLBACK:	/* serialization, deadlock */
+		case ERRCODE_INSUFFICIENT_RESOURCES:	/* disk full, out of memory */
+		case ERRCODE_CONNECTION_EXCEPTION:
+		case ERRCODE_OPERATOR_INTERVENTION: /* canceled, shutting down */
+		case ERRCODE_SYSTEM_ERROR:	/* I/O */
+			return true;
+	}
+	return sqlstate == ERRCODE_LOCK_NOT_AVAILABLE;
 }
 
 static int64
@@ -658,38 +761,40 @@ settle_batch(Batch *b, IsmSettle how, const char *why)
 			ereport(WARNING, (errmsg("ism_state writer: %s", err)));
 		ism_nats_release(&p->msg, 1);
 	}
-	if (how == ISM_NAK)
+	if (why)
 		ereport(WARNING,
 				(errmsg("ism_state writer: %d messages for table \"%s\" will be retried: %s",
 						list_length(b->pending), b->config.table, why)));
 }
+
+static void give_up(IsmMessage *m, const char *route_id, const char *error);
 
 /* Write a batch; ack its messages after the commit; COMPLETED per route. */
 static void
 flush_batch(Batch *b)
 {
 	MemoryContext old = MemoryContextSwitchTo(b->context);
-	Flush		f = {b, NIL, NULL, 0};
+	Flush		f = {b, b->pending, NIL, NULL, NULL, 0};
 	List	   *routes = NIL;
 	ListCell   *lc;
 	char		err[512];
+	int			sqlstate = 0;
+	bool		ok;
 
-	foreach(lc, b->pending)
+	f.keys = keys_of(b->pending);
+	pgstat_report_activity(STATE_RUNNING, psprintf("flushing table %s", b->config.table));
+	ok = ism_run_in_transaction_ex(flush_in_transaction, &f, err, sizeof(err), &sqlstate);
+	if (!ok && !is_transient(sqlstate))
 	{
-		ListCell   *rc;
-
-		foreach(rc, ((Pending *) lfirst(lc))->records)
-		{
-			cJSON	   *field;
-
-			cJSON_ArrayForEach(field, (cJSON *) lfirst(rc))
-				if (key_index(f.keys, field->string) < 0)
-				f.keys = lappend(f.keys, field->string);
-		}
+		ereport(WARNING,
+				(errmsg("ism_state writer: flush into \"%s\" failed (%s); writing its %d messages one by one",
+						b->config.table, err, list_length(b->pending))));
+		f.errors = palloc0(sizeof(char *) * list_length(b->pending));
+		f.written = 0;
+		ok = ism_run_in_transaction_ex(flush_one_by_one, &f, err, sizeof(err), &sqlstate);
 	}
 
-	pgstat_report_activity(STATE_RUNNING, psprintf("flushing table %s", b->config.table));
-	if (!ism_run_in_transaction(flush_in_transaction, &f, err, sizeof(err)))
+	if (!ok)
 	{
 		settle_batch(b, ISM_NAK, err);
 		ism_stats_set_error(err);
@@ -697,11 +802,23 @@ flush_batch(Batch *b)
 	else
 	{
 		pgstat_report_stat(false);
-		settle_batch(b, ISM_ACK, NULL);
 		foreach(lc, b->pending)
 		{
 			Pending    *p = lfirst(lc);
+			char	   *error = f.errors ? f.errors[foreach_current_index(lc)] : NULL;
 
+			if (error)
+			{
+				give_up(&p->msg, p->route_id, error);
+				continue;
+			}
+			/*
+			 * Synchronous: the server has counted the ack before the next
+			 * fetch, so max_ack_pending never holds deliveries back.
+			 */
+			if (!ism_nats_settle(&p->msg, ISM_ACK_SYNC, 0, err, sizeof(err)))
+				ereport(WARNING, (errmsg("ism_state writer: %s", err)));
+			ism_nats_release(&p->msg, 1);
 			if (p->route_id && !list_member(routes, makeString(p->route_id)))
 				routes = lappend(routes, makeString(p->route_id));
 		}
@@ -715,6 +832,28 @@ flush_batch(Batch *b)
 	b->nrecords = 0;
 	MemoryContextReset(b->context);
 	pgstat_report_activity(STATE_IDLE, "idle");
+}
+
+static int
+pending_records(void)
+{
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, batches)
+		n += ((Batch *) lfirst(lc))->nrecords;
+	return n;
+}
+
+static int
+pending_messages(void)
+{
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, batches)
+		n += list_length(((Batch *) lfirst(lc))->pending);
+	return n;
 }
 
 /* Flush the batches that are due (all of them when all). */
@@ -841,21 +980,42 @@ add_message(IsmMessage *m)
 
 /*
  * Fetch what the subscription has (waiting at most timeout_ms), queue it,
- * and flush what is due.  Returns the number of messages fetched, -1 when
- * fetching failed.
+ * and flush what is due.  max_in_flight is the consumer's max_ack_pending:
+ * with that many messages waiting for their ack the server sends no more,
+ * so everything is flushed then rather than at the batch window's end.
+ * Returns the number of messages fetched, -1 when fetching failed.
  */
 int
-ism_writer_consume(int timeout_ms)
+ism_writer_consume(int timeout_ms, int max_in_flight)
 {
 	IsmMessage	msgs[MAX_FETCH];
 	char		err[512];
 	int			n;
 	MemoryContext old;
+	int			room;
 
-	n = ism_nats_fetch(msgs, MAX_FETCH, timeout_ms, err, sizeof(err));
+	/* due batches first: their acks make room for more deliveries */
+	ism_writer_flush(false);
+
+	/*
+	 * Never ask for more than the server may deliver: what a pull request
+	 * cannot get now it would deliver later to a fetch that has ended.
+	 */
+	room = max_in_flight - pending_messages();
+	if (room <= 0)
+	{
+		ism_writer_flush(true);
+		room = max_in_flight;
+	}
+	n = ism_nats_fetch(msgs, Min(MAX_FETCH, room), Max(timeout_ms, 1), err, sizeof(err));
 	if (n < 0)
 	{
+		/*
+		 * The server refuses more while max_ack_pending messages wait for
+		 * their ack, which only a flush gives: flush what is due anyway.
+		 */
 		ism_stats_set_error(err);
+		ism_writer_flush(false);
 		return -1;
 	}
 	for (int i = 0; i < n; i++)
@@ -865,7 +1025,8 @@ ism_writer_consume(int timeout_ms)
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(message_context);
 	}
-	ism_writer_flush(false);
+	ism_writer_flush(pending_records() >= MAX_PENDING_RECORDS ||
+					 pending_messages() >= max_in_flight);
 	return n;
 }
 

@@ -106,7 +106,7 @@ INSERT INTO processor (id, provider_id, project_id, status, properties, name) VA
      'answer questions'),
     ('3f2b6c1e-0d7a-4b8e-9a55-2f1c0b9e7d10', 'data/transformers/mixer/state-tables-1.0',
      '5b8e2f14-9c3a-4d71-8e6f-2a9d7c4b1e03', 'CREATED',
-     '{"tableName": "answers", "batchSize": 10, "batchWindowTTL": 15, "includeTimestamp": true, "indexColumns": []}',
+     '{"tableName": "answers", "batchSize": 10, "batchWindowTTL": 2, "includeTimestamp": true, "indexColumns": []}',
      'store answers');
 
 INSERT INTO state (id, project_id, count, state_type) VALUES

@@ -175,6 +175,33 @@ $node->poll_query_until('postgres',
 pass('bad processor properties: a dead letter naming the property');
 is(worker_pids($node)->{writer}, $pid, 'the writer never restarted');
 
+# --- a poison record among 10,000 good ones ---------------------------------------
+props({ tableName => 'poison', batchSize => 500, batchWindowTTL => 1, includeTimestamp => JSON::PP::false });
+my $good = $json->encode({ route_id => $r2, query_state => [ { n => 'x' } ] });
+# more columns than a table can have (1,600)
+my $poison = $json->encode({ route_id => $r2,
+		query_state => [ { map { ("k$_" => 'v') } 1 .. 1700 } ] });
+my $dead_before = $node->safe_psql('postgres', 'SELECT count(*) FROM ism_state.dead_letter');
+$mon = start_collecting($url, 'processor.monitor', 10000, 5);
+my ($rc, $out, $err) = nats_client($url, '-t', '60000', 'js-pub-n', $subject, 5000, $good);
+is($rc, 0, '5,000 good messages') or diag $err;
+send_records($poison);
+($rc, $out, $err) = nats_client($url, '-t', '60000', 'js-pub-n', $subject, 5000, $good);
+is($rc, 0, 'the poison, then 5,000 more');
+wait_rows("${tables}_poison", 10000) or die 'good rows';
+pass('all 10,000 good records are written');
+$node->poll_query_until('postgres',
+	"SELECT count(*) = $dead_before + 1 FROM ism_state.dead_letter")
+  or die 'no dead letter';
+like($node->safe_psql('postgres',
+		'SELECT error FROM ism_state.dead_letter ORDER BY id DESC LIMIT 1'),
+	qr/tables can have at most 1600 columns/, 'the poison is one dead letter, with its error');
+my @failed = grep { $_->[1]{status} eq 'FAILED' } @{ finish_collecting($mon) };
+is(scalar @failed, 1, 'and one FAILED status');
+is($node->safe_psql('postgres', "SELECT count(*), count(DISTINCT ctid) FROM \"${tables}_poison\""),
+	'10000|10000', 'no duplicates');
+is(worker_pids($node)->{writer}, $pid, 'the writer is still the same process');
+
 # --- pending records are flushed at shutdown ----------------------------------------
 props({ tableName => 'answers', batchSize => 1000, batchWindowTTL => 3600 });
 send_records({ route_id => $r2, query_state => [ { question => 'at shutdown' } ] });
