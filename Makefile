@@ -41,6 +41,10 @@ include $(PGXS)
 # after the include: Makefile.global empties PROVE_FLAGS
 PROVE_FLAGS  = -I test/lib
 
+# PGXS tracks no header dependencies here: every object depends on every
+# header, so a changed declaration never leaves a stale object behind.
+$(OBJS): $(wildcard src/*.h)
+
 # A small NATS command-line client the integration tests drive NATS with.
 test/ism-nats: test/ism_nats.c
 	$(CC) $(CFLAGS) -Wextra -Werror -o $@ $< -lnats

@@ -24,7 +24,8 @@ my $r2 = "$answers:$tables";
 my $nats = IsmTest::Nats->new('router', conf => 'max_payload: 16MB')->start;
 my $routing = "${PostgreSQL::Test::Utils::tmp_check}/routing.yaml";
 copy('test/data/routing.yaml', $routing) or die $!;
-my $node = new_ism_node('router', $nats->url, "ism_state.routing_file = '$routing'\n");
+my $node = new_ism_node('router', $nats->url,
+	"ism_state.routing_file = '$routing'\nism_state.writer_workers = 0\n");	# the router alone
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION ism_state');
 $node->safe_psql('postgres', slurp_file('test/data/catalog.sql'));

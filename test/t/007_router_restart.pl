@@ -28,6 +28,7 @@ close $fh;
 my $node = new_ism_node('restart', $url, qq{
 ism_state.routing_file = '$routing'
 ism_state.publish_timeout = '2s'
+ism_state.writer_workers = 0
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION ism_state');
