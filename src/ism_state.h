@@ -192,6 +192,7 @@ extern int	ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms,
 extern void ism_nats_release(IsmMessage *msgs, int n);
 extern bool ism_nats_settle(IsmMessage *m, IsmSettle how, int64 delay_ms,
 							char *errbuf, size_t errlen);
+extern int64 ism_nats_redelivery_delay_ms(const IsmMessage *m);
 extern bool ism_nats_ensure_stream(const char *stream, const char *subject,
 								   char *errbuf, size_t errlen);
 extern bool ism_nats_publish(const char *subject, const char *data, size_t len,

@@ -353,6 +353,15 @@ ism_nats_release(IsmMessage *msgs, int n)
 	}
 }
 
+/* A nak's delay: 1 s, 2 s, 4 s … by delivery, at most a minute. */
+int64
+ism_nats_redelivery_delay_ms(const IsmMessage *m)
+{
+	int			shift = (int) Min(m->deliveries > 0 ? m->deliveries - 1 : 0, 6);
+
+	return Min((int64) 1000 << shift, 60000);
+}
+
 /* Ack, nak (redeliver after delay_ms), term, or ask for more time. */
 bool
 ism_nats_settle(IsmMessage *m, IsmSettle how, int64 delay_ms, char *errbuf, size_t errlen)

@@ -99,26 +99,10 @@ static SPIPlanPtr plans[NPLANS];
 static char plan_schema[NAMEDATALEN * 2];
 static bool monitor_missing_logged = false;
 
-/* cJSON allocates in the current memory context: reset with the message */
-static void *
-json_alloc(size_t size)
-{
-	return palloc(Max(size, 1));
-}
-
-static void
-json_free(void *p)
-{
-	if (p)
-		pfree(p);
-}
-
 void
 ism_router_init(void)
 {
-	cJSON_Hooks hooks = {json_alloc, json_free};
-
-	cJSON_InitHooks(&hooks);
+	ism_json_init();
 	message_context = AllocSetContextCreate(TopMemoryContext,
 											"ism_state router message",
 											ALLOCSET_DEFAULT_SIZES);
@@ -873,15 +857,6 @@ dead_letter(Inbound *in)
 	return ism_dead_letter(in->msg, "router", in->route_id, in->error);
 }
 
-/* Redeliver after 1 s, 2 s, 4 s … at most a minute. */
-static int64
-nak_delay_ms(const IsmMessage *m)
-{
-	int			shift = (int) Min(m->deliveries > 0 ? m->deliveries - 1 : 0, 6);
-
-	return Min((int64) 1000 << shift, 60000);
-}
-
 static void
 settle_or_warn(IsmMessage *m, IsmSettle how, int64 delay)
 {
@@ -937,14 +912,14 @@ handle_message(IsmMessage *m)
 		if (dead_letter(&in))
 			settle_or_warn(m, ISM_TERM, 0);
 		else
-			settle_or_warn(m, ISM_NAK, nak_delay_ms(m));
+			settle_or_warn(m, ISM_NAK, ism_nats_redelivery_delay_ms(m));
 	}
 	else if (outcome == OUTCOME_TRANSIENT)
 	{
 		ereport(WARNING,
 				(errmsg("ism_state router: message %s:" UINT64_FORMAT " will be retried: %s",
 						m->stream, m->stream_seq, in.error)));
-		settle_or_warn(m, ISM_NAK, nak_delay_ms(m));
+		settle_or_warn(m, ISM_NAK, ism_nats_redelivery_delay_ms(m));
 	}
 	return outcome;
 }
@@ -1051,7 +1026,7 @@ ism_router_consume(int max_messages, int timeout_ms)
 				(errmsg("ism_state router: %d messages will be retried: %s", n, err)));
 		for (int i = 0; i < n; i++)
 			if (done[i])
-				settle_or_warn(&msgs[i], ISM_NAK, nak_delay_ms(&msgs[i]));
+				settle_or_warn(&msgs[i], ISM_NAK, ism_nats_redelivery_delay_ms(&msgs[i]));
 	}
 	else
 	{

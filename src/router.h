@@ -15,6 +15,9 @@ extern void ism_router_init(void);
 extern int	ism_router_consume(int max_messages, int timeout_ms);
 extern int	ism_router_replay_dead_letters(char *errbuf, size_t errlen);
 
+/* json.c */
+extern void ism_json_init(void);
+
 /* writer.c */
 extern void ism_writer_init(void);
 extern int	ism_writer_consume(int timeout_ms, int max_in_flight);

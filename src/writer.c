@@ -85,25 +85,10 @@ static MemoryContext writer_context = NULL;	/* the batches */
 static MemoryContext message_context = NULL;	/* reset after each message */
 static List *batches = NIL;		/* of Batch * */
 
-static void
-json_free(void *p)
-{
-	if (p)
-		pfree(p);
-}
-
-static void *
-json_alloc(size_t size)
-{
-	return palloc(Max(size, 1));
-}
-
 void
 ism_writer_init(void)
 {
-	cJSON_Hooks hooks = {json_alloc, json_free};
-
-	cJSON_InitHooks(&hooks);
+	ism_json_init();
 	writer_context = AllocSetContextCreate(TopMemoryContext, "ism_state writer",
 										   ALLOCSET_DEFAULT_SIZES);
 	message_context = AllocSetContextCreate(TopMemoryContext, "ism_state writer message",
@@ -738,14 +723,6 @@ is_transient(int sqlstate)
 	return sqlstate == ERRCODE_LOCK_NOT_AVAILABLE;
 }
 
-static int64
-nak_delay_ms(const IsmMessage *m)
-{
-	int			shift = (int) Min(m->deliveries > 0 ? m->deliveries - 1 : 0, 6);
-
-	return Min((int64) 1000 << shift, 60000);
-}
-
 static void
 settle_batch(Batch *b, IsmSettle how, const char *why)
 {
@@ -756,7 +733,7 @@ settle_batch(Batch *b, IsmSettle how, const char *why)
 	{
 		Pending    *p = lfirst(lc);
 
-		if (!ism_nats_settle(&p->msg, how, how == ISM_NAK ? nak_delay_ms(&p->msg) : 0,
+		if (!ism_nats_settle(&p->msg, how, how == ISM_NAK ? ism_nats_redelivery_delay_ms(&p->msg) : 0,
 							 err, sizeof(err)))
 			ereport(WARNING, (errmsg("ism_state writer: %s", err)));
 		ism_nats_release(&p->msg, 1);
@@ -884,7 +861,7 @@ give_up(IsmMessage *m, const char *route_id, const char *error)
 	if (ism_dead_letter(m, "writer", route_id, error))
 		ism_nats_settle(m, ISM_TERM, 0, err, sizeof(err));
 	else
-		ism_nats_settle(m, ISM_NAK, nak_delay_ms(m), err, sizeof(err));
+		ism_nats_settle(m, ISM_NAK, ism_nats_redelivery_delay_ms(m), err, sizeof(err));
 	ism_nats_release(m, 1);
 }
 
@@ -924,7 +901,7 @@ add_message(IsmMessage *m)
 	if (!ism_run_in_transaction(resolve_processor, &r, err, sizeof(err)))
 	{
 		/* a database error: try again later */
-		ism_nats_settle(m, ISM_NAK, nak_delay_ms(m), err, sizeof(err));
+		ism_nats_settle(m, ISM_NAK, ism_nats_redelivery_delay_ms(m), err, sizeof(err));
 		ism_nats_release(m, 1);
 		return;
 	}
