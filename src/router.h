@@ -23,6 +23,7 @@ extern void ism_writer_init(void);
 extern int	ism_writer_consume(int timeout_ms, int max_in_flight);
 extern void ism_writer_flush(bool all);
 extern long ism_writer_next_due_ms(long max_ms);
+extern void ism_writer_release_pending(void);
 
 /* lookup_cache.c */
 #define ISM_LOOKUP_MAX_COLS 3

@@ -277,6 +277,23 @@ refresh_route_cache(IsmWorker *w)
 	log_once(&w->cache_log, WARNING, msg);
 }
 
+/*
+ * Unsubscribe, or close the connection.  The writer first lets go of the
+ * messages its batches hold, unacked: they belong to the subscription that
+ * goes, and come back from the server (its flushes recorded what they
+ * applied, so nothing is written twice).
+ */
+static void
+drop_nats(IsmWorker *w, bool connection)
+{
+	if (w->role == ISM_ROLE_WRITER)
+		ism_writer_release_pending();
+	if (connection)
+		ism_nats_disconnect();
+	else
+		ism_nats_unsubscribe();
+}
+
 /* Everything that decides how to reach NATS, to notice changes on reload. */
 static char *
 nats_settings_fingerprint(void)
@@ -324,7 +341,7 @@ apply_settings(IsmWorker *w)
 		ereport(LOG,
 				(errmsg("%s: NATS settings changed, reconnecting",
 						MyBgworkerEntry->bgw_name)));
-		ism_nats_disconnect();
+		drop_nats(w, true);
 		w->nats_state = ISM_NATS_DISCONNECTED;
 		ism_stats_set_nats(ISM_NATS_DISCONNECTED, NULL, 0);
 	}
@@ -390,7 +407,7 @@ ensure_extension(IsmWorker *w)
 	{
 		if (ism_nats_is_open())
 		{
-			ism_nats_disconnect();
+			drop_nats(w, true);
 			w->nats_state = ISM_NATS_DISCONNECTED;
 			ism_stats_set_nats(ISM_NATS_DISCONNECTED, NULL, 0);
 		}
@@ -506,7 +523,7 @@ watch_connection(IsmWorker *w)
 
 	if (state == ISM_NATS_CLOSED)
 	{
-		ism_nats_disconnect();
+		drop_nats(w, true);
 		w->nats_state = ISM_NATS_DISCONNECTED;
 		w->next_connect_at = 0;
 		ism_stats_set_nats(ISM_NATS_DISCONNECTED, NULL, reconnects);
@@ -576,7 +593,7 @@ sync_subscription(IsmWorker *w)
 
 	if (have[0])
 	{
-		ism_nats_unsubscribe();
+		drop_nats(w, false);
 		ereport(LOG,
 				(errmsg("%s: stopped consuming route \"%s\" (%s)",
 						MyBgworkerEntry->bgw_name, selector,

@@ -1007,6 +1007,25 @@ ism_writer_consume(int timeout_ms, int max_in_flight)
 	return n;
 }
 
+/* Give up the pending messages, unacked (the server redelivers them). */
+void
+ism_writer_release_pending(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, batches)
+	{
+		Batch	   *b = lfirst(lc);
+		ListCell   *pc;
+
+		foreach(pc, b->pending)
+			ism_nats_release(&((Pending *) lfirst(pc))->msg, 1);
+		b->pending = NIL;
+		b->nrecords = 0;
+		MemoryContextReset(b->context);
+	}
+}
+
 /* How long the worker may wait before a batch is due (at most max_ms). */
 long
 ism_writer_next_due_ms(long max_ms)

@@ -202,6 +202,22 @@ is($node->safe_psql('postgres', "SELECT count(*), count(DISTINCT ctid) FROM \"${
 	'10000|10000', 'no duplicates');
 is(worker_pids($node)->{writer}, $pid, 'the writer is still the same process');
 
+# --- the subscription goes while records wait: they are let go, not lost -------------
+props({ tableName => 'answers', batchSize => 1000, batchWindowTTL => 3600 });
+send_records({ route_id => $r2, query_state => [ { question => 'while dropped' } ] });
+sleep 1;
+$node->safe_psql('postgres', "SELECT ism_state.remove_route('data/transformers/mixer/state-tables-1.0')");
+sleep 1;
+is(worker_pids($node)->{writer}, $pid, 'removing the route with records pending: no crash');
+$node->safe_psql('postgres', "SELECT ism_state.load_routes_file('$routing')");
+$node->safe_psql('postgres',
+	"UPDATE ism_state.route SET ack_wait = 2 WHERE selector = 'data/transformers/mixer/state-tables-1.0'");
+props({ tableName => 'answers', batchSize => 1 });
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM \"$table\" WHERE question = 'while dropped'")
+  or die 'the released message did not come back';
+pass('the message comes back once the route is there again, and is written once');
+
 # --- pending records are flushed at shutdown ----------------------------------------
 props({ tableName => 'answers', batchSize => 1000, batchWindowTTL => 3600 });
 send_records({ route_id => $r2, query_state => [ { question => 'at shutdown' } ] });
