@@ -43,6 +43,7 @@ extern int	ism_stream_replicas;
 extern int	ism_max_message_bytes;
 extern int	ism_max_deliveries;
 extern int	ism_publish_timeout_ms;
+extern int	ism_applied_retention_s;
 
 extern void ism_define_settings(void);
 extern bool ism_validate_nats_url(const char *url, char *errbuf, size_t errlen);

@@ -35,6 +35,7 @@ int			ism_stream_replicas = 1;
 int			ism_max_message_bytes = 8 * 1024 * 1024;
 int			ism_max_deliveries = 10;
 int			ism_publish_timeout_ms = 10000;
+int			ism_applied_retention_s = 2 * 86400;
 
 static const char *show_nats_url(void);
 
@@ -124,6 +125,13 @@ ism_define_settings(void)
 							"How long to wait for the PubAcks of a message's publishes.",
 							NULL, &ism_publish_timeout_ms, 10000, 100, 600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ism_state.applied_retention",
+							"How long ism_state.applied remembers a written message.",
+							"Longer than any route's ack_wait (at most a day): a message whose ack "
+							"was lost comes back after ack_wait and must still be recognised.",
+							&ism_applied_retention_s, 2 * 86400, 1, 365 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ism_state");
 }

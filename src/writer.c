@@ -81,7 +81,11 @@ typedef struct Batch
 	TimestampTz oldest;
 } Batch;
 
+/* how often ism_state.applied is pruned */
+#define PRUNE_INTERVAL_MS	60000
+
 static MemoryContext writer_context = NULL;	/* the batches */
+static TimestampTz last_prune = 0;
 static MemoryContext message_context = NULL;	/* reset after each message */
 static List *batches = NIL;		/* of Batch * */
 
@@ -833,15 +837,41 @@ pending_messages(void)
 	return n;
 }
 
+static void
+prune_applied(void *arg)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(ism_applied_retention_s)};
+
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute_with_args("DELETE FROM ism_state.applied"
+							  " WHERE applied_at < now() - make_interval(secs => $1)",
+							  1, types, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not prune ism_state.applied");
+	PopActiveSnapshot();
+	SPI_finish();
+}
+
 /* Flush the batches that are due (all of them when all). */
 void
 ism_writer_flush(bool all)
 {
 	ListCell   *lc;
+	char		err[512];
 
 	foreach(lc, batches)
 		if (batch_due(lfirst(lc), all))
 			flush_batch(lfirst(lc));
+
+	/* what applied remembers only needs to outlive a lost ack's redelivery */
+	if (TimestampDifferenceExceeds(last_prune, GetCurrentTimestamp(),
+								   Min(PRUNE_INTERVAL_MS, ism_applied_retention_s * 1000L)))
+	{
+		last_prune = GetCurrentTimestamp();
+		if (!ism_run_in_transaction(prune_applied, NULL, err, sizeof(err)))
+			ereport(WARNING, (errmsg("ism_state writer: could not prune ism_state.applied: %s", err)));
+	}
 }
 
 /* --- messages ---------------------------------------------------------------- */

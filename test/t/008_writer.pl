@@ -218,6 +218,18 @@ $node->poll_query_until('postgres',
   or die 'the released message did not come back';
 pass('the message comes back once the route is there again, and is written once');
 
+# --- ism_state.applied forgets after ism_state.applied_retention ---------------------
+ok($node->safe_psql('postgres', 'SELECT count(*) FROM ism_state.applied') > 10000,
+	'every written message is remembered');
+$node->safe_psql('postgres', "ALTER SYSTEM SET ism_state.applied_retention = '2s'");
+$node->reload;
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 0 FROM ism_state.applied WHERE applied_at < now() - interval '10 s'")
+  or die 'applied not pruned';
+pass('and forgotten after the retention');
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET ism_state.applied_retention');
+$node->reload;
+
 # --- pending records are flushed at shutdown ----------------------------------------
 props({ tableName => 'answers', batchSize => 1000, batchWindowTTL => 3600 });
 send_records({ route_id => $r2, query_state => [ { question => 'at shutdown' } ] });
