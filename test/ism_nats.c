@@ -6,7 +6,8 @@
  *                                                  one "SUBJECT DATA" line each
  *   ism-nats [options] req SUBJECT DATA            request, print the reply
  *   ism-nats [options] js-pub SUBJECT DATA         JetStream publish, print the ack
- *   ism-nats [options] js-pub-n SUBJECT COUNT DATA COUNT JetStream publishes, pipelined
+ *   ism-nats [options] js-pub-n SUBJECT COUNT DATA COUNT JetStream publishes, pipelined;
+ *                                                  "%n" in DATA becomes 1..COUNT
  *   ism-nats [options] stream-add NAME [--workqueue] SUBJECT...
  *   ism-nats [options] stream-info NAME            print key=value lines
  *   ism-nats [options] consumer-info STREAM NAME   print key=value lines
@@ -187,11 +188,24 @@ cmd_js_pub_n(jsCtx *js, const char *subject, long count, const char *arg)
 {
 	int			len;
 	char	   *data = read_data(arg, &len);
+	char	   *mark = strstr(data, "%n");
+	char	   *buf = malloc(len + 32);
 	jsPubOptions po;
 	natsStatus	s = NATS_OK;
 
 	for (long i = 0; s == NATS_OK && i < count; i++)
-		s = js_PublishAsync(js, subject, data, len, NULL);
+	{
+		if (mark)
+		{
+			int			n = snprintf(buf, len + 32, "%.*s%ld%s", (int) (mark - data),
+									 data, i + 1, mark + 2);
+
+			s = js_PublishAsync(js, subject, buf, n, NULL);
+		}
+		else
+			s = js_PublishAsync(js, subject, data, len, NULL);
+	}
+	free(buf);
 	jsPubOptions_Init(&po);
 	po.MaxWait = timeout_ms;
 	if (s == NATS_OK)
