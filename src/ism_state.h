@@ -44,6 +44,11 @@ extern int	ism_max_message_bytes;
 extern int	ism_max_deliveries;
 extern int	ism_publish_timeout_ms;
 extern int	ism_applied_retention_s;
+extern int	ism_writer_lock_timeout_ms;
+extern int	ism_writer_batch_max_records;
+extern int	ism_writer_batch_max_kb;
+extern int	ism_writer_max_pending_records;
+extern int	ism_writer_max_pending_kb;
 
 extern void ism_define_settings(void);
 extern bool ism_validate_nats_url(const char *url, char *errbuf, size_t errlen);
@@ -131,6 +136,27 @@ extern const IsmRoute *ism_route_cache_resolve(const char *selector,
 /* Table and column names of the state-tables writer (ident.c) */
 extern char *ism_identifier(const char *name, size_t len);
 extern char *ism_table_name(const char *processor_id, const char *table_name);
+
+/* Column types of the state-tables writer (column_types.c) */
+typedef enum IsmColumnType
+{
+	ISM_COL_NONE,				/* no value yet (null): fits any column */
+	ISM_COL_BIGINT,
+	ISM_COL_DOUBLE,
+	ISM_COL_BOOLEAN,
+	ISM_COL_JSONB,
+	ISM_COL_TIMESTAMPTZ,
+	ISM_COL_TEXT,
+	ISM_COL_OTHER				/* a type the writer does not make */
+} IsmColumnType;
+
+struct cJSON;
+extern IsmColumnType ism_value_column_type(const char *key, const struct cJSON *v,
+										   bool infer);
+extern IsmColumnType ism_column_type_merge(IsmColumnType column, IsmColumnType value);
+extern const char *ism_column_type_sql(IsmColumnType type);
+extern IsmColumnType ism_column_type_from_sql(const char *name);
+extern char *ism_value_text(const struct cJSON *v, IsmColumnType column);
 
 /* Background worker (worker.c) */
 extern void ism_register_workers(void);

@@ -12,6 +12,7 @@
 #include "ism_state.h"
 
 #include <ctype.h>
+#include <limits.h>
 
 #include "lib/stringinfo.h"
 #include "utils/guc.h"
@@ -36,6 +37,11 @@ int			ism_max_message_bytes = 8 * 1024 * 1024;
 int			ism_max_deliveries = 10;
 int			ism_publish_timeout_ms = 10000;
 int			ism_applied_retention_s = 2 * 86400;
+int			ism_writer_lock_timeout_ms = 1000;
+int			ism_writer_batch_max_records = 10000;
+int			ism_writer_batch_max_kb = 16 * 1024;
+int			ism_writer_max_pending_records = 100000;
+int			ism_writer_max_pending_kb = 64 * 1024;
 
 static const char *show_nats_url(void);
 
@@ -132,6 +138,28 @@ ism_define_settings(void)
 							"was lost comes back after ack_wait and must still be recognised.",
 							&ism_applied_retention_s, 2 * 86400, 1, 365 * 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("ism_state.writer_lock_timeout",
+							"How long a flush waits for its table's lock before the batch is retried later.",
+							"So that one locked table does not hold up the others; 0 leaves lock_timeout as it is.",
+							&ism_writer_lock_timeout_ms, 1000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("ism_state.writer_batch_max_records",
+							"Records one table's batch may hold before it is flushed, whatever batchSize says.",
+							NULL, &ism_writer_batch_max_records, 10000, 1, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("ism_state.writer_batch_max_memory",
+							"Memory one table's batch may hold before it is flushed, whatever batchSize says.",
+							NULL, &ism_writer_batch_max_kb, 16 * 1024, 64, 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomIntVariable("ism_state.writer_max_pending_records",
+							"Records all of a writer's batches may hold; past this it flushes them all before fetching more.",
+							NULL, &ism_writer_max_pending_records, 100000, 1, 10000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("ism_state.writer_max_pending_memory",
+							"Memory all of a writer's batches may hold; past this it flushes them all before fetching more.",
+							NULL, &ism_writer_max_pending_kb, 64 * 1024, 64, 4 * 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("ism_state");
 }

@@ -33,6 +33,7 @@
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -41,12 +42,6 @@
 
 #define MONITOR_SELECTOR	"processor/monitor"
 #define MAX_FETCH			256
-/*
- * Records waiting in all batches together.  Past this the writer flushes
- * everything before it fetches more, whatever the batch settings say
- * (batchSize and batchWindowTTL may both be off): memory stays bounded.
- */
-#define MAX_PENDING_RECORDS	100000
 /* bind parameters in one INSERT (PostgreSQL allows 65535) */
 #define MAX_PARAMS			60000
 
@@ -61,6 +56,7 @@ typedef struct TableConfig
 	int			batch_size;		/* <= 0: no size trigger */
 	int			window_s;		/* < 0: no timer; 0: at once */
 	bool		include_timestamp;
+	bool		infer_types;	/* columnTypes "infer": typed new columns */
 	List	   *index_columns;	/* of char *, keys */
 } TableConfig;
 
@@ -149,6 +145,7 @@ table_config(const char *processor_id, const char *props_text, TableConfig *c,
 	c->batch_size = DEFAULT_BATCH_SIZE;
 	c->window_s = DEFAULT_WINDOW_S;
 	c->include_timestamp = true;
+	c->infer_types = false;
 	c->index_columns = NIL;
 	if (props_text && !cJSON_IsObject(props))
 	{
@@ -205,6 +202,16 @@ table_config(const char *processor_id, const char *props_text, TableConfig *c,
 		else
 			c->include_timestamp = cJSON_IsTrue(v);
 	}
+	if ((v = cJSON_GetObjectItem(props, "columnTypes")) != NULL && !cJSON_IsNull(v))
+	{
+		if (!cJSON_IsString(v) ||
+			(strcmp(v->valuestring, "text") != 0 && strcmp(v->valuestring, "infer") != 0))
+		{
+			*error = psprintf("processor %s: property \"columnTypes\" must be \"text\" or \"infer\"", processor_id);
+			return false;
+		}
+		c->infer_types = strcmp(v->valuestring, "infer") == 0;
+	}
 	if ((v = cJSON_GetObjectItem(props, "indexColumns")) != NULL && !cJSON_IsNull(v))
 	{
 		cJSON	   *col;
@@ -236,6 +243,7 @@ same_config(const TableConfig *a, const TableConfig *b)
 
 	if (strcmp(a->table, b->table) != 0 || a->batch_size != b->batch_size ||
 		a->window_s != b->window_s || a->include_timestamp != b->include_timestamp ||
+		a->infer_types != b->infer_types ||
 		list_length(a->index_columns) != list_length(b->index_columns))
 		return false;
 	forboth(la, a->index_columns, lb, b->index_columns)
@@ -377,12 +385,21 @@ new_batch(const char *processor_id, const TableConfig *config)
 	return b;
 }
 
+/*
+ * Whatever batchSize and batchWindowTTL say (both may be off), a batch
+ * holding ism_state.writer_batch_max_records or _memory is due: memory
+ * stays bounded per table, and all batches together are bounded by
+ * writer_max_pending_* (see ism_writer_consume).
+ */
 static bool
 batch_due(const Batch *b, bool all)
 {
 	if (b->pending == NIL)
 		return false;
 	if (all || (b->config.batch_size > 0 && b->nrecords >= b->config.batch_size))
+		return true;
+	if (b->nrecords >= ism_writer_batch_max_records ||
+		MemoryContextMemAllocated(b->context, true) >= (Size) ism_writer_batch_max_kb * 1024)
 		return true;
 	if (b->config.window_s >= 0 &&
 		TimestampDifferenceExceeds(b->oldest, GetCurrentTimestamp(), b->config.window_s * 1000))
@@ -404,26 +421,13 @@ timestamp_now(void)
 
 /* --- flush ----------------------------------------------------------------- */
 
-/* A record value as column text; NULL for JSON null. */
-static char *
-value_text(cJSON *v)
-{
-	if (cJSON_IsNull(v))
-		return NULL;
-	if (cJSON_IsString(v))
-		return v->valuestring;
-	if (cJSON_IsTrue(v))
-		return "true";
-	if (cJSON_IsFalse(v))
-		return "false";
-	return cJSON_PrintUnformatted(v);
-}
-
 typedef struct Flush
 {
 	Batch	   *batch;
 	List	   *pending;		/* the messages to write, of Pending * */
 	List	   *keys;			/* of char *: every key, first seen first */
+	IsmColumnType *types;		/* per key: its column's type */
+	char	  **type_sql;		/* per key: its column's type in SQL */
 	bool	   *apply;			/* per message: not applied before */
 	char	  **errors;			/* per message, when written one by one */
 	int			written;
@@ -484,62 +488,165 @@ record_applied(Flush *f)
 	}
 }
 
-/* CREATE TABLE, or ADD COLUMN for the keys the table lacks. */
+/* The records of the messages to apply, in order. */
+static List *
+records_to_apply(Flush *f)
+{
+	List	   *rows = NIL;
+	ListCell   *lc;
+
+	foreach(lc, f->pending)
+		if (f->apply[foreach_current_index(lc)])
+			rows = list_concat(rows, ((Pending *) lfirst(lc))->records);
+	return rows;
+}
+
+/* What each key's values ask for (ISM_COL_NONE: only nulls). */
+static IsmColumnType *
+value_types(Flush *f, List *rows)
+{
+	IsmColumnType *types = palloc0(sizeof(IsmColumnType) * list_length(f->keys));
+	ListCell   *lc;
+
+	foreach(lc, rows)
+	{
+		cJSON	   *field;
+
+		cJSON_ArrayForEach(field, (cJSON *) lfirst(lc))
+		{
+			int			k = key_index(f->keys, field->string);
+
+			types[k] = ism_column_type_merge(types[k],
+											 ism_value_column_type(field->string, field,
+																   f->batch->config.infer_types));
+		}
+	}
+	return types;
+}
+
+/* The table's columns: their names, and per key its column's type if it has one. */
+static bool
+read_columns(Flush *f, const char *qualified, char **colnames, bool *have,
+			 List **existing)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(qualified)};
+	MemoryContext caller = CurrentMemoryContext;
+	bool		table_exists;
+
+	if (SPI_execute_with_args("SELECT to_regclass($1) IS NOT NULL", 1, types, args,
+							  NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up %s", qualified);
+	MemoryContextSwitchTo(caller);
+	table_exists = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0;
+	if (SPI_execute_with_args("SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute"
+							  " WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the columns of %s", qualified);
+	MemoryContextSwitchTo(caller);
+	*existing = NIL;
+	memset(have, 0, sizeof(bool) * list_length(f->keys));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char	   *type = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+
+		*existing = lappend(*existing, name);
+		for (int k = 0; k < list_length(f->keys); k++)
+			if (strcmp(colnames[k], name) == 0)
+			{
+				have[k] = true;
+				f->types[k] = ism_column_type_from_sql(type);
+				f->type_sql[k] = type;
+			}
+	}
+	return table_exists;
+}
+
+/*
+ * The DDL the flush needs: CREATE TABLE, or ADD COLUMN for the keys the
+ * table lacks, and with inferred types ALTER COLUMN TYPE for the columns
+ * whose new values do not fit.  Sets every key's column type.
+ */
+static char *
+plan_ddl(Flush *f, const char *qualified, bool table_exists, char **colnames,
+		 const bool *have, const IsmColumnType *wanted)
+{
+	bool		infer = f->batch->config.infer_types;
+	StringInfoData ddl;
+
+	initStringInfo(&ddl);
+	for (int k = 0; k < list_length(f->keys); k++)
+	{
+		const char *col = quote_identifier(colnames[k]);
+		IsmColumnType type = have[k] ? f->types[k] : ISM_COL_NONE;
+
+		if (have[k] && !infer)
+			continue;			/* written as it is */
+		type = ism_column_type_merge(type, wanted[k]);
+		if (type == ISM_COL_NONE)
+			type = ISM_COL_TEXT;	/* only nulls so far */
+		if (!table_exists)
+			appendStringInfo(&ddl, "%s%s %s",
+							 ddl.len ? ", " : psprintf("CREATE TABLE IF NOT EXISTS %s (", qualified),
+							 col, ism_column_type_sql(type));
+		else if (!have[k])
+			appendStringInfo(&ddl, "%sADD COLUMN IF NOT EXISTS %s %s",
+							 ddl.len ? ", " : psprintf("ALTER TABLE %s ", qualified),
+							 col, ism_column_type_sql(type));
+		else if (type != f->types[k])
+			appendStringInfo(&ddl, "%sALTER COLUMN %s TYPE %s USING %s::%s",
+							 ddl.len ? ", " : psprintf("ALTER TABLE %s ", qualified),
+							 col, ism_column_type_sql(type), col, ism_column_type_sql(type));
+		f->types[k] = type;
+		f->type_sql[k] = (char *) ism_column_type_sql(type);
+	}
+	if (!table_exists && ddl.len > 0)
+		appendStringInfoChar(&ddl, ')');
+	return ddl.len > 0 ? ddl.data : NULL;
+}
+
+/*
+ * Make the table fit the flush's records (see plan_ddl).  Writers that
+ * change the same table take turns: the second sees the first's columns.
+ */
 static void
 ensure_columns(Flush *f)
 {
 	Batch	   *b = f->batch;
 	char	   *qualified = psprintf("%s.%s", quote_identifier(ism_data_schema),
 									 quote_identifier(b->config.table));
-	Oid			types[1] = {TEXTOID};
-	Datum		args[1] = {CStringGetTextDatum(qualified)};
-	List	   *existing = NIL;
+	int			nkeys = list_length(f->keys);
+	IsmColumnType *wanted = value_types(f, records_to_apply(f));
+	char	  **colnames = palloc(sizeof(char *) * nkeys);
+	bool	   *have = palloc(sizeof(bool) * nkeys);
+	List	   *existing;
 	bool		table_exists;
-	StringInfoData ddl;
+	char	   *ddl;
 	ListCell   *lc;
 	MemoryContext caller = CurrentMemoryContext;
 
-	if (SPI_execute_with_args("SELECT attname::text FROM pg_attribute"
-							  " WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
-							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the columns of %s", qualified);
-	MemoryContextSwitchTo(caller);
-	for (uint64 i = 0; i < SPI_processed; i++)
-		existing = lappend(existing, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
-	if (SPI_execute_with_args("SELECT to_regclass($1) IS NOT NULL", 1, types, args,
-							  NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not look up %s", qualified);
-	MemoryContextSwitchTo(caller);
-	table_exists = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0;
+	f->types = palloc(sizeof(IsmColumnType) * nkeys);
+	f->type_sql = palloc(sizeof(char *) * nkeys);
+	foreach(lc, f->keys)
+		colnames[foreach_current_index(lc)] = ism_identifier(lfirst(lc), strlen(lfirst(lc)));
 
-	initStringInfo(&ddl);
-	if (!table_exists)
+	table_exists = read_columns(f, qualified, colnames, have, &existing);
+	ddl = plan_ddl(f, qualified, table_exists, colnames, have, wanted);
+	if (ddl != NULL)
 	{
-		appendStringInfo(&ddl, "CREATE TABLE IF NOT EXISTS %s (", qualified);
-		foreach(lc, f->keys)
-			appendStringInfo(&ddl, "%s%s text", foreach_current_index(lc) ? ", " : "",
-							 quote_identifier(ism_identifier(lfirst(lc), strlen(lfirst(lc)))));
-		appendStringInfoChar(&ddl, ')');
-	}
-	else
-	{
-		foreach(lc, f->keys)
-		{
-			char	   *col = ism_identifier(lfirst(lc), strlen(lfirst(lc)));
-			bool		have = false;
-			ListCell   *ec;
+		Oid			types[1] = {TEXTOID};
+		Datum		args[1] = {CStringGetTextDatum(qualified)};
 
-			foreach(ec, existing)
-				if (strcmp(lfirst(ec), col) == 0)
-				have = true;
-			if (!have)
-				appendStringInfo(&ddl, "%sADD COLUMN IF NOT EXISTS %s text",
-								 ddl.len ? ", " : psprintf("ALTER TABLE %s ", qualified),
-								 quote_identifier(col));
-		}
+		if (SPI_execute_with_args("SELECT pg_advisory_xact_lock(hashtext($1))", 1, types, args,
+								  NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not lock %s", qualified);
+		MemoryContextSwitchTo(caller);
+		table_exists = read_columns(f, qualified, colnames, have, &existing);
+		ddl = plan_ddl(f, qualified, table_exists, colnames, have, wanted);
 	}
-	if (ddl.len > 0 && SPI_execute(ddl.data, false, 0) != SPI_OK_UTILITY)
-		elog(ERROR, "could not create or extend %s", qualified);
+	if (ddl != NULL && SPI_execute(ddl, false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not create or change %s", qualified);
 	MemoryContextSwitchTo(caller);
 
 	foreach(lc, b->config.index_columns)
@@ -547,7 +654,7 @@ ensure_columns(Flush *f)
 		char	   *col = ism_identifier(lfirst(lc), strlen(lfirst(lc)));
 		char	   *index = psprintf("%s_%s_idx", b->config.table, col);
 
-		if (key_index(f->keys, lfirst(lc)) < 0 && !list_member(existing, col))
+		if (key_index(f->keys, lfirst(lc)) < 0 && key_index(existing, col) < 0)
 			continue;			/* no such column (yet) */
 		if (SPI_execute(psprintf("CREATE INDEX IF NOT EXISTS %s ON %s (%s)",
 								 quote_identifier(ism_identifier(index, strlen(index))),
@@ -567,14 +674,10 @@ insert_rows(Flush *f)
 	int			rows_per_insert = Max(MAX_PARAMS / Max(ncols, 1), 1);
 	char	   *qualified = psprintf("%s.%s", quote_identifier(ism_data_schema),
 									 quote_identifier(b->config.table));
-	List	   *rows = NIL;
+	List	   *rows = records_to_apply(f);
 	ListCell   *lc;
 	StringInfoData cols;
 	MemoryContext caller = CurrentMemoryContext;
-
-	foreach(lc, f->pending)
-		if (f->apply[foreach_current_index(lc)])
-			rows = list_concat(rows, ((Pending *) lfirst(lc))->records);
 
 	initStringInfo(&cols);
 	foreach(lc, f->keys)
@@ -600,12 +703,16 @@ insert_rows(Flush *f)
 			{
 				int			p = r * ncols + c;
 				cJSON	   *v = cJSON_GetObjectItemCaseSensitive(record, list_nth(f->keys, c));
-				char	   *text = v ? value_text(v) : NULL;
+				char	   *text = v ? ism_value_text(v, f->types[c]) : NULL;
 
 				types[p] = TEXTOID;
 				values[p] = text ? CStringGetTextDatum(text) : (Datum) 0;
 				nulls[p] = text ? ' ' : 'n';
-				appendStringInfo(&sql, "%s$%d", c ? ", " : "", p + 1);
+				/* text parameters, read by the column type's input function */
+				if (f->types[c] == ISM_COL_TEXT)
+					appendStringInfo(&sql, "%s$%d", c ? ", " : "", p + 1);
+				else
+					appendStringInfo(&sql, "%s$%d::%s", c ? ", " : "", p + 1, f->type_sql[c]);
 			}
 			appendStringInfoChar(&sql, ')');
 		}
@@ -651,9 +758,24 @@ write_pending(Flush *f)
 	}
 }
 
+/*
+ * A flush waits at most ism_state.writer_lock_timeout for its table: a
+ * table locked by someone else makes its batch wait for a retry (a passing
+ * error) while the others are written.
+ */
+static void
+limit_lock_wait(void)
+{
+	if (ism_writer_lock_timeout_ms > 0)
+		(void) set_config_option("lock_timeout", psprintf("%d", ism_writer_lock_timeout_ms),
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+								 true, 0, false);
+}
+
 static void
 flush_in_transaction(void *arg)
 {
+	limit_lock_wait();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	write_pending((Flush *) arg);
@@ -672,13 +794,14 @@ flush_one_by_one(void *arg)
 	Flush	   *f = arg;
 	ListCell   *lc;
 
+	limit_lock_wait();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	foreach(lc, f->pending)
 	{
 		MemoryContext caller = CurrentMemoryContext;
 		ResourceOwner owner = CurrentResourceOwner;
-		Flush		one = {f->batch, list_make1(lfirst(lc)), NIL, NULL, NULL, 0};
+		Flush		one = {.batch = f->batch, .pending = list_make1(lfirst(lc))};
 
 		one.keys = keys_of(one.pending);
 		BeginInternalSubTransaction(NULL);
@@ -755,7 +878,7 @@ static void
 flush_batch(Batch *b)
 {
 	MemoryContext old = MemoryContextSwitchTo(b->context);
-	Flush		f = {b, b->pending, NIL, NULL, NULL, 0};
+	Flush		f = {.batch = b, .pending = b->pending};
 	List	   *routes = NIL;
 	ListCell   *lc;
 	char		err[512];
@@ -823,6 +946,17 @@ pending_records(void)
 
 	foreach(lc, batches)
 		n += ((Batch *) lfirst(lc))->nrecords;
+	return n;
+}
+
+static Size
+pending_memory(void)
+{
+	ListCell   *lc;
+	Size		n = 0;
+
+	foreach(lc, batches)
+		n += MemoryContextMemAllocated(((Batch *) lfirst(lc))->context, true);
 	return n;
 }
 
@@ -1032,7 +1166,8 @@ ism_writer_consume(int timeout_ms, int max_in_flight)
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(message_context);
 	}
-	ism_writer_flush(pending_records() >= MAX_PENDING_RECORDS ||
+	ism_writer_flush(pending_records() >= ism_writer_max_pending_records ||
+					 pending_memory() >= (Size) ism_writer_max_pending_kb * 1024 ||
 					 pending_messages() >= max_in_flight);
 	return n;
 }

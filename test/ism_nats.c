@@ -7,13 +7,15 @@
  *   ism-nats [options] req SUBJECT DATA            request, print the reply
  *   ism-nats [options] js-pub SUBJECT DATA         JetStream publish, print the ack
  *   ism-nats [options] js-pub-n SUBJECT COUNT DATA COUNT JetStream publishes, pipelined;
- *                                                  "%n" in DATA becomes 1..COUNT
+ *                                                  in DATA "%n" becomes 1..COUNT, "%r"
+ *                                                  (n-1) modulo --mod, "%t" the time
+ *                                                  of publication in Unix microseconds
  *   ism-nats [options] stream-add NAME [--workqueue] SUBJECT...
  *   ism-nats [options] stream-info NAME            print key=value lines
  *   ism-nats [options] consumer-info STREAM NAME   print key=value lines
  *
  * Options: -s URL (default nats://127.0.0.1:4222), -t TIMEOUT_MS (default
- * 5000), --user U --password P, --token T, --creds FILE, --ca FILE,
+ * 5000), --mod M (for js-pub-n), --user U --password P, --token T, --creds FILE, --ca FILE,
  * --cert FILE --key FILE.  DATA "-" reads standard input.
  * Exit status: 0 on success, 1 on a NATS error or timeout, 2 on bad usage.
  */
@@ -21,10 +23,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <nats/nats.h>
 
 static int64_t timeout_ms = 5000;
+static long mod = 1;				/* for "%r" in js-pub-n */
 
 static int
 fail(const char *what, natsStatus s, jsErrCode jerr)
@@ -182,29 +186,47 @@ cmd_consumer_info(jsCtx *js, const char *stream, const char *name)
 	return 0;
 }
 
-/* COUNT copies of DATA, up to 4096 awaiting their PubAck at a time. */
+/*
+ * DATA with its placeholders filled in for the i-th message (from 0):
+ * "%n" its number from 1, "%r" i modulo the --mod option, "%t" the time
+ * of publication in Unix microseconds.
+ */
+static int
+expand(char *buf, size_t cap, const char *data, long i)
+{
+	size_t		n = 0;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	for (const char *p = data; *p && n + 32 < cap; p++)
+	{
+		if (p[0] == '%' && (p[1] == 'n' || p[1] == 'r' || p[1] == 't'))
+		{
+			long long	v = p[1] == 'n' ? i + 1 : p[1] == 'r' ? i % mod :
+				(long long) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+
+			n += snprintf(buf + n, cap - n, "%lld", v);
+			p++;
+		}
+		else
+			buf[n++] = *p;
+	}
+	return (int) n;
+}
+
+/* COUNT messages of DATA (see expand), up to 4096 awaiting their PubAck at a time. */
 static int
 cmd_js_pub_n(jsCtx *js, const char *subject, long count, const char *arg)
 {
 	int			len;
 	char	   *data = read_data(arg, &len);
-	char	   *mark = strstr(data, "%n");
-	char	   *buf = malloc(len + 32);
+	size_t		cap = (size_t) len * 4 + 64;	/* each 2-byte mark becomes at most 20 */
+	char	   *buf = malloc(cap);
 	jsPubOptions po;
 	natsStatus	s = NATS_OK;
 
 	for (long i = 0; s == NATS_OK && i < count; i++)
-	{
-		if (mark)
-		{
-			int			n = snprintf(buf, len + 32, "%.*s%ld%s", (int) (mark - data),
-									 data, i + 1, mark + 2);
-
-			s = js_PublishAsync(js, subject, buf, n, NULL);
-		}
-		else
-			s = js_PublishAsync(js, subject, data, len, NULL);
-	}
+		s = js_PublishAsync(js, subject, buf, expand(buf, cap, data, i), NULL);
 	free(buf);
 	jsPubOptions_Init(&po);
 	po.MaxWait = timeout_ms;
@@ -315,6 +337,8 @@ main(int argc, char **argv)
 			url = val;
 		else if (strcmp(opt, "-t") == 0)
 			timeout_ms = atoll(val);
+		else if (strcmp(opt, "--mod") == 0)
+			mod = atol(val) > 0 ? atol(val) : 1;
 		else if (strcmp(opt, "--user") == 0)
 			user = val;
 		else if (strcmp(opt, "--password") == 0)
