@@ -33,7 +33,7 @@ REGRESS_OPTS = --inputdir=test/regress \
 TAP_TESTS    = 1
 PROVE_TESTS  = test/t/*.pl
 
-EXTRA_CLEAN  = test/ism-nats tmp_check_regress bench/route_bench
+EXTRA_CLEAN  = test/ism-nats tmp_check_regress bench/route_bench bench/external-consumer
 
 PG_CONFIG   ?= pg_config
 PGXS        := $(shell $(PG_CONFIG) --pgxs)
@@ -55,6 +55,10 @@ installcheck: test/ism-nats
 # Route resolution with 10,000 routes in the worker's cache (not a test).
 bench/route_bench: bench/route_bench.c src/route_index.c src/route_index.h
 	$(CC) -O2 -Wall -Wextra -Werror -o $@ bench/route_bench.c src/route_index.c
+
+# The external consumers the tables benchmark compares ism_state with.
+bench/external-consumer: bench/external_consumer.c
+	$(CC) -O2 -Wall -Wextra -Werror -I$(shell pg_config --includedir) -o $@ $< -lnats -lpq -lcjson -lm
 
 bench-routes: bench/route_bench
 	bench/route_bench

@@ -17,76 +17,16 @@ N=${1:-20000}
 LARGE=${2:-1000000}
 ROUNDS=${3:-3}
 SMALL=$((LARGE / 10))
-PGBIN=$(pg_config --bindir)
-NATS_PORT=${BENCH_NATS_PORT:-24222}
-PG_PORT=${BENCH_PG_PORT:-25432}
-
-make -s && make -s test/ism-nats
-work=$(mktemp -d /tmp/ism_state-bench.XXXXXX)
-as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-[ "$(id -u)" -ne 0 ] || chown postgres: "$work"
-cleanup() {
-	as_pg "$PGBIN/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true
-	[ -z "${NATS_PID:-}" ] || kill "$NATS_PID" 2>/dev/null || true
-	cp "$work/pg.log" /tmp/ism_state-bench-last.log 2>/dev/null || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$work/js" >/dev/null 2>&1 &
-NATS_PID=$!
-as_pg "$PGBIN/initdb" -D "$work/pg" -A trust -U postgres >/dev/null
-sed "s|nats://127.0.0.1:4222|nats://127.0.0.1:$NATS_PORT|" test/data/routing.yaml > "$work/routing.yaml"
-cat >> "$work/pg/postgresql.conf" <<EOF
-listen_addresses = ''
-port = $PG_PORT
-unix_socket_directories = '$work'
-shared_preload_libraries = 'ism_state'
-ism_state.nats_url = 'nats://127.0.0.1:$NATS_PORT'
-ism_state.routing_file = '$work/routing.yaml'
-EOF
-[ "$(id -u)" -ne 0 ] || chown -R postgres: "$work"
-as_pg "$PGBIN/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w start >/dev/null
-psql_b() { as_pg "$PGBIN/psql" -X -q -h "$work" -p "$PG_PORT" -d postgres -tA "$@"; }
-nats_b() { test/ism-nats -s "nats://127.0.0.1:$NATS_PORT" -t 60000 "$@"; }
-
-psql_b -c 'CREATE EXTENSION ism_state'
-psql_b -f test/data/catalog.sql >/dev/null
-until [ "$(psql_b -c "SELECT bool_and(nats_state = 'connected') FROM ism_state.pg_stat_ism_worker")" = t ]; do sleep 0.2; done
-sleep 1
-
-consumer_field() {
-	nats_b consumer-info processor_state_router processor_state_router_sub_1 | sed -n "s/^$1=//p"
-}
+. bench/lib.sh
+bench_start_stack
+consumer_field() { nats_b consumer-info processor_state_router processor_state_router_sub_1 | sed -n "s/^$1=//p"; }
 stream_count() { nats_b stream-info "$1" 2>/dev/null | sed -n 's/^messages=//p'; }
-router_pid() { psql_b -c "SELECT pid FROM ism_state.pg_stat_ism_worker WHERE role = 'router'"; }
-# The router's private memory (RssAnon), sampled every 50 ms while a case
-# runs.  (VmHWM would count the shared buffers it touches, up to
-# shared_buffers, which is not the router's own memory.)
-start_sampling() {
-	local pid
-	pid=$(router_pid)
-	( while kill -0 "$pid" 2>/dev/null; do
-		awk '/RssAnon/ {print $2}' "/proc/$pid/status"; sleep 0.05
-	  done ) > "$1" &
-	SAMPLER=$!
-}
-stop_sampling() {
-	kill "$SAMPLER" 2>/dev/null || true
-	wait "$SAMPLER" 2>/dev/null || true
-	sort -n "$1" | tail -1 | awk '{printf "%.1f", $1 / 1024}'
-}
-now() { date +%s.%N; }
-rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN {print n / (b - a)}'; }
-
 # wait until the router has acknowledged everything published to it
 drained() {
 	local target=$1
 	while [ "$(consumer_field ack_floor)" -lt "$target" ]; do sleep 0.05; done
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-spread() { sort -g | awk 'NR==1 {min=$1} {max=$1} END {printf "%s .. %s", min, max}'; }
 
 # --- entry: routed messages per second --------------------------------------
 entry='{"type":"query_state_entry","route_id":"e6a9c3d7-2b1f-4e85-9c4a-7f0d8b2e5c16:3f2b6c1e-0d7a-4b8e-9a55-2f1c0b9e7d10","query_state":[{"question":"q","answer":"a","score":1}]}'
@@ -126,7 +66,7 @@ SQL
 
 replay() {
 	local rows=$1 out=$2 messages=$(( ($1 + 99) / 100 ))
-	start_sampling "$out.samples"
+	start_sampling "$(worker_pid router)" "$out.samples"
 	for r in $(seq "$ROUNDS"); do
 		before=$(stream_count language_models_openai || echo 0)
 		base=$(consumer_field ack_floor)
@@ -149,10 +89,10 @@ make_state "$LARGE"
 printf '\nism_state router benchmark (%s, %d cores), %d rounds\n' "$(uname -m)" "$(nproc)" "$ROUNDS"
 printf '%-44s %14s   %s\n' case median spread
 printf '%-44s %14.0f   %s msgs/s\n' "query_state_entry, $N messages" \
-	"$(median < "$work/entry.txt")" "$(spread < "$work/entry.txt" | awk '{printf "%.0f .. %.0f", $1, $3}')"
+	"$(median < "$work/entry.txt")" "$(spread < "$work/entry.txt")"
 printf '%-44s %14.0f   %s rows/s, router peak private RSS %s MB\n' "query_state_route, $SMALL rows" \
-	"$(median < "$work/small.txt")" "$(spread < "$work/small.txt" | awk '{printf "%.0f .. %.0f", $1, $3}')" \
+	"$(median < "$work/small.txt")" "$(spread < "$work/small.txt")" \
 	"$(cat "$work/small.txt.rss")"
 printf '%-44s %14.0f   %s rows/s, router peak private RSS %s MB\n' "query_state_route, $LARGE rows" \
-	"$(median < "$work/large.txt")" "$(spread < "$work/large.txt" | awk '{printf "%.0f .. %.0f", $1, $3}')" \
+	"$(median < "$work/large.txt")" "$(spread < "$work/large.txt")" \
 	"$(cat "$work/large.txt.rss")"

@@ -3,6 +3,7 @@
 # Debian bookworm packages.  Idempotent: does nothing when all are present.
 #
 #   scripts/install-deps.sh          build + test + demo dependencies
+#   scripts/install-deps.sh --bench  and the benchmark's
 set -euo pipefail
 
 PACKAGES=(
@@ -17,6 +18,12 @@ PACKAGES=(
 	yamllint                # every YAML file is linted
 	python3-yaml            # test/check_manifests.py
 )
+if [ "${1:-}" = --bench ]; then
+	PACKAGES+=(
+		libpq-dev           # bench/external_consumer.c: the external consumers
+		gnuplot-nox         # bench/run.sh: the plots
+	)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

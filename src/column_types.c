@@ -2,16 +2,14 @@
  *
  * column_types.c
  *	  The writer's column types: which type a record value asks for, which
- *	  type a column must become to take a batch's values, and a value's
- *	  text for a column of a given type.
+ *	  type a column must become to take a batch's values.
  *
  * In the default mode ("text") every new column is text, as upstream.  With
  * "columnTypes": "infer" a new column gets the type of its values — bigint
  * for whole numbers, double precision for other numbers, boolean, jsonb
  * for objects and arrays, timestamptz for _timestamp, text for strings —
  * and a column whose later values do not fit is widened: bigint to double
- * precision for fractions, anything else to text.  Plain C: no memory is
- * allocated here apart from value texts (palloc'd).
+ * precision for fractions, anything else to text.
  *
  *-------------------------------------------------------------------------
  */
@@ -94,25 +92,4 @@ ism_column_type_from_sql(const char *name)
 		if (strcmp(type_names[t], name) == 0)
 			return (IsmColumnType) t;
 	return ISM_COL_OTHER;
-}
-
-/*
- * A value as input text for a column of the given type; NULL for JSON null.
- * Strings as they are, booleans as true/false, whole numbers in a bigint
- * column without an exponent, other numbers and objects as JSON.
- */
-char *
-ism_value_text(const cJSON *v, IsmColumnType column)
-{
-	if (cJSON_IsNull(v))
-		return NULL;
-	if (cJSON_IsString(v))
-		return v->valuestring;
-	if (cJSON_IsTrue(v))
-		return "true";
-	if (cJSON_IsFalse(v))
-		return "false";
-	if (column == ISM_COL_BIGINT && cJSON_IsNumber(v) && is_whole_number(v))
-		return psprintf("%.0f", v->valuedouble);
-	return cJSON_PrintUnformatted(v);
 }

@@ -156,7 +156,6 @@ extern IsmColumnType ism_value_column_type(const char *key, const struct cJSON *
 extern IsmColumnType ism_column_type_merge(IsmColumnType column, IsmColumnType value);
 extern const char *ism_column_type_sql(IsmColumnType type);
 extern IsmColumnType ism_column_type_from_sql(const char *name);
-extern char *ism_value_text(const struct cJSON *v, IsmColumnType column);
 
 /* Background worker (worker.c) */
 extern void ism_register_workers(void);
@@ -208,7 +207,6 @@ typedef struct IsmMessage
 typedef enum IsmSettle
 {
 	ISM_ACK,
-	ISM_ACK_SYNC,				/* ack, and wait until the server has it */
 	ISM_NAK,
 	ISM_TERM,
 	ISM_IN_PROGRESS
@@ -226,6 +224,7 @@ extern bool ism_nats_publish(const char *subject, const char *data, size_t len,
 							 const char *msg_id, bool jetstream,
 							 char *errbuf, size_t errlen);
 extern bool ism_nats_publish_wait(int timeout_ms, char *errbuf, size_t errlen);
+extern bool ism_nats_flush(int timeout_ms, char *errbuf, size_t errlen);
 
 /* dead_letter.c */
 extern bool ism_dead_letter(const IsmMessage *m, const char *worker,

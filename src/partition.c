@@ -133,7 +133,7 @@ from_json(const cJSON *item)
 	}
 	else
 	{
-		char	   *printed = cJSON_PrintUnformatted(item);
+		char	   *printed = ism_json_print(item);
 
 		v.kind = V_JSON;
 		v.text = printed ? printed : "";

@@ -216,7 +216,7 @@ int_property(Inbound *in, cJSON *props, const char *key, int dflt, int *out,
 	if (!cJSON_IsNumber(v) || v->valuedouble != (double) (int) v->valuedouble ||
 		v->valueint < 1)
 	{
-		char	   *printed = cJSON_PrintUnformatted(v);
+		char	   *printed = ism_json_print(v);
 
 		fail(in, false, "processor %s: property \"%s\" must be a positive integer, not %s",
 			 processor_id, key, printed ? printed : "?");
@@ -420,7 +420,7 @@ publish(Inbound *in, const IsmRoute *r, const char *subject, cJSON *body,
 		const char *id_suffix)
 {
 	char		err[512];
-	char	   *text = cJSON_PrintUnformatted(body);
+	char	   *text = ism_json_print(body);
 	char	   *msg_id;
 
 	if (text == NULL)

@@ -17,10 +17,13 @@ extern int	ism_router_replay_dead_letters(char *errbuf, size_t errlen);
 
 /* json.c */
 extern void ism_json_init(void);
+struct cJSON;
+extern char *ism_json_print(const struct cJSON *item);
+extern void ism_json_append(struct StringInfoData *buf, const struct cJSON *item);
 
 /* writer.c */
 extern void ism_writer_init(void);
-extern int	ism_writer_consume(int timeout_ms, int max_in_flight);
+extern int	ism_writer_consume(int timeout_ms, int max_in_flight, int ack_wait_ms);
 extern void ism_writer_flush(bool all);
 extern long ism_writer_next_due_ms(long max_ms);
 extern void ism_writer_release_pending(void);

@@ -708,7 +708,8 @@ worker_step(IsmWorker *w)
 		RouteLookupResult result;
 		const IsmRoute *r = ism_route_cache_resolve(ISM_WRITER_SELECTOR, &result);
 		int			n = ism_writer_consume((int) ism_writer_next_due_ms(ISM_FETCH_WAIT_MS),
-										   r && r->max_ack_pending ? r->max_ack_pending : 1000);
+										   r && r->max_ack_pending ? r->max_ack_pending : 1000,
+										   (r ? r->ack_wait : 30) * 1000);
 
 		w->activity[0] = '\0';
 		return n < 0 ? ism_writer_next_due_ms(ISM_POLL_MS) : 0;

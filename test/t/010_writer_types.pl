@@ -124,6 +124,16 @@ is(join(',', sort @statuses), 'COMPLETED,FAILED', 'one FAILED, and COMPLETED for
 is($node->safe_psql('postgres', "SELECT count(*) FROM \"$table\" WHERE s = 'bad'"), '0',
 	'nothing of the bad record is written');
 
+# --- numbers keep their digits ---------------------------------------------------------
+props({ tableName => 'exact', batchSize => 1, includeTimestamp => JSON::PP::false });
+my $exact = qq({"route_id":"$r2","query_state":[{"t":1795491863854637,"x":0.1,)
+  . qq("y":1.0000000000000002,"o":{"t":1795491863854637,"e":1.5e300}}]});
+nats_client($url, 'js-pub', $subject, \$exact);
+wait_count("${tables}_exact", 'true', 1) or die 'no exact row';
+is($node->safe_psql('postgres', "SELECT t || ' ' || x || ' ' || y || ' ' || o FROM \"${tables}_exact\""),
+	'1795491863854637 0.1 1.0000000000000002 {"t":1795491863854637,"e":1.5e+300}',
+	'numbers keep every digit, also inside objects (cJSON\'s printer would round them)');
+
 # --- a locked table does not stall the others -------------------------------------------
 props({ tableName => 'typed', batchSize => 1, includeTimestamp => JSON::PP::false });
 my $locker = $node->background_psql('postgres');
@@ -149,6 +159,19 @@ props({ tableName => 'capped', batchSize => 100000, batchWindowTTL => 3600, incl
 send_records($r2, map { { n => $_ } } 1 .. 30) for 1 .. 2;
 wait_count("${tables}_capped", 'true', 60) or die 'the capped batch was not flushed';
 pass('batchSize 100,000 and an hour\'s window, but 60 records flush at writer_batch_max_records 50');
+
+# --- a batch that waits longer than ack_wait: no redelivery, written once ----------------
+$node->safe_psql('postgres',
+	"UPDATE ism_state.route SET ack_wait = 2 WHERE selector = 'data/transformers/mixer/state-tables-1.0'");
+props({ tableName => 'patient', batchSize => 1000, batchWindowTTL => 7, includeTimestamp => JSON::PP::false });
+send_records($r2, { n => 'waits 7 s' });
+wait_count("${tables}_patient", 'true', 1) or die 'the patient batch was not flushed';
+sleep 3;
+is($node->safe_psql('postgres', "SELECT count(*) FROM \"${tables}_patient\""), '1',
+	'a record that waited 7 s with ack_wait 2 s is written once');
+my (undef, $info) = nats_client($url, 'consumer-info', 'data_transformers_state_tables',
+	'state_tables_workers');
+like($info, qr/^num_redelivered=0$/m, 'and was never redelivered (reported in progress)');
 
 $node->stop('fast');
 done_testing();

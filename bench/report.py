@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""The benchmark's report: medians, spreads and ratios from tables.tsv and
+router.txt, the machine it ran on, and gnuplot plots.
+
+    bench/report.py OUT_DIR MODE
+"""
+import csv
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+out, mode = sys.argv[1], sys.argv[2]
+
+CASES = [
+    ("ism-1", "ism_state, 1 table"),
+    ("ism-100", "ism_state, 100 tables"),
+    ("copy", "COPY from a file, 1 table (the limit)"),
+    ("tuned-1", "tuned external consumer, 1 table"),
+    ("tuned-100", "tuned external consumer, 100 tables"),
+    ("up-1", "upstream algorithm, 1 table"),
+    ("up-100", "upstream algorithm, 100 tables"),
+]
+
+
+def command(*args):
+    try:
+        return subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def machine():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_gb = int(f.readline().split()[1]) / 1024 / 1024
+    return (f"{os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GiB, Linux {platform.release()}, "
+            f"{command('pg_config', '--version')}, nats-server {command('nats-server', '--version')}")
+
+
+def load_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def summary(rows, name, field):
+    values = [float(r[field]) for r in rows if r["case"] == name and r[field] != ""]
+    if not values:
+        return None
+    return statistics.median(values), min(values), max(values)
+
+
+rows = load_rows(os.path.join(out, "tables.tsv"))
+lines = [f"# ism_state benchmark ({mode})", "",
+         f"Machine: {machine()}.", "",
+         "Run with `bench/run.sh " + mode + "`; every case "
+         "in the same session on the same stack, rounds interleaved. "
+         "Records/s from the first publish to the last commit; latency from "
+         "publish to commit per record; CPU and peak private memory (RssAnon) "
+         "of the consumer (external ones: the program plus its backend).", "",
+         "| case | records | records/s median | spread | p50 ms | p99 ms | CPU s | peak RSS MB | rows |",
+         "|---|---:|---:|---|---:|---:|---:|---:|---|"]
+medians = {}
+for name, label in CASES:
+    s = summary(rows, name, "records_per_s")
+    if s is None:
+        continue
+    medians[name] = s[0]
+    case_rows = [r for r in rows if r["case"] == name]
+
+    def med(field):
+        m = summary(rows, name, field)
+        return "" if m is None else f"{m[0]:.1f}"
+    checks = sorted({r["check"] for r in case_rows})
+    lines.append(f"| {label} | {case_rows[0]['records']} | {s[0]:,.0f} | {s[1]:,.0f} .. {s[2]:,.0f} | "
+                 f"{med('p50_ms')} | {med('p99_ms')} | {med('cpu_s')} | {med('peak_rss_mb')} | "
+                 f"{', '.join(checks)} |")
+
+lines += ["", "Ratios of medians (targets in parentheses):", ""]
+for a, b, target in [("ism-1", "copy", "≥ 0.5"), ("ism-1", "up-1", "≥ 10"),
+                     ("ism-100", "up-100", "≥ 10"), ("ism-1", "tuned-1", "≥ 2"),
+                     ("ism-100", "tuned-100", "≥ 2")]:
+    if a in medians and b in medians:
+        lines.append(f"- {a} / {b}: **{medians[a] / medians[b]:.2f}** ({target})")
+
+router = os.path.join(out, "router.txt")
+if os.path.exists(router):
+    with open(router) as f:
+        lines += ["", "## Router", "", "```", f.read().strip(), "```"]
+
+rss = os.path.join(out, "rss.tsv")
+if os.path.exists(rss):
+    with open(rss) as f:
+        samples = [tuple(map(float, line.split())) for line in f if line.strip()]
+    t0 = samples[0][0]
+    with open(os.path.join(out, "rss.dat"), "w") as f:
+        for t, kb in samples:
+            f.write(f"{t - t0:.1f} {kb / 1024:.1f}\n")
+    mbs = [kb / 1024 for _, kb in samples]
+    tenth = max(len(mbs) // 10, 1)
+    lines += ["", "## The writer's memory over 10,000,000 records", "",
+              f"{len(samples)} samples over {samples[-1][0] - t0:.0f} s: private RSS "
+              f"{min(mbs):.1f} .. {max(mbs):.1f} MB; median of the first tenth "
+              f"{statistics.median(mbs[:tenth]):.1f} MB, of the last tenth "
+              f"{statistics.median(mbs[-tenth:]):.1f} MB (rss.png)."]
+    with open(os.path.join(out, "rss-run.tsv")) as f:
+        lines += ["", "```", f.read().strip(), "```"]
+    subprocess.run(["gnuplot", "-e", f"""
+        set terminal png size 800,400; set output '{out}/rss.png';
+        set title "ism_state writer, private RSS while writing 10,000,000 records";
+        set xlabel 'seconds'; set ylabel 'MB'; set yrange [0:*]; set grid;
+        plot '{out}/rss.dat' using 1:2 with lines title 'RssAnon'"""], check=True)
+
+with open(os.path.join(out, "tables.dat"), "w") as f:
+    for name, label in CASES:
+        if name in medians:
+            f.write(f'"{name}" {medians[name]:.0f}\n')
+subprocess.run(["gnuplot", "-e", f"""
+    set terminal png size 900,450; set output '{out}/tables.png';
+    set title 'Records per second into PostgreSQL (median)'; set style fill solid;
+    set boxwidth 0.6; set logscale y; set grid y; set ylabel 'records/s (log scale)';
+    plot '{out}/tables.dat' using 0:2:xtic(1) with boxes notitle,
+         '' using 0:2:(sprintf('%.0f', $2)) with labels offset 0,1 notitle"""], check=True)
+lines += ["", "![records per second](tables.png)"]
+if os.path.exists(rss):
+    lines += ["", "![writer memory](rss.png)"]
+
+with open(os.path.join(out, "results.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Tables ingest benchmark: records published to JetStream and written into
+# PostgreSQL tables, measured side by side in one run on one stack.
+#
+#   ism-1      ism_state's writer, every record into one table
+#   ism-100    ism_state's writer, records spread over 100 tables
+#   copy       COPY of the same rows from a file into the same table shape
+#              (PostgreSQL's own limit for these rows)
+#   up-1/100   an external consumer with the Go state-tables algorithm
+#              (bench/external_consumer.c --mode upstream: one autocommit
+#              INSERT per record), on UPSTREAM_N records
+#   tuned-1/100  an external consumer done well (--mode tuned: one
+#              transaction and multi-row INSERTs per fetched batch, acks
+#              after the commit)
+#
+# Messages carry 10 records of 10 keys (text, numbers, a boolean, a list,
+# an object, a null, the publication time).  Records per second run from
+# the first publish to the last commit (track_commit_timestamp); latency is
+# publish to commit per record; CPU and peak private memory (RssAnon) are
+# the consumer's (for the external ones: the program plus its backend).
+# Every case checks that each record is in its table exactly once.
+#
+#   bench/tables_bench.sh OUT_DIR [N=200000] [ROUNDS=3] [UPSTREAM_N=N/10]
+#   CASES="ism-1 copy" bench/tables_bench.sh …   only those cases
+#   bench/tables_bench.sh --rss OUT_DIR [N=10000000]    ism-1 alone, one
+#              round, the writer's memory sampled every second (rss.tsv)
+#
+# Writes OUT_DIR/tables.tsv (one line per case and round).  Not a test: it
+# asserts nothing beyond the exact row counts it reports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RSS_RUN=
+if [ "${1:-}" = --rss ]; then RSS_RUN=1; shift; fi
+OUT=$(realpath -m "${1:?usage: tables_bench.sh [--rss] OUT_DIR [N [ROUNDS [UPSTREAM_N]]]}")
+N=${2:-$([ -n "$RSS_RUN" ] && echo 10000000 || echo 200000)}
+ROUNDS=${3:-3}
+UPSTREAM_N=${4:-$((N / 10))}
+PER_MESSAGE=10
+mkdir -p "$OUT"
+
+. bench/lib.sh
+# CASES="ism-1 copy" runs only those
+selected() { [ -z "${CASES:-}" ] || [[ " $CASES " == *" $1 "* ]]; }
+selected up-1 || selected up-100 || selected tuned-1 || selected tuned-100 &&
+	make -s bench/external-consumer
+bench_start_stack "track_commit_timestamp = on
+shared_buffers = 512MB
+max_wal_size = 8GB
+ism_state.writer_batch_max_records = 20000"
+
+# The catalog: processors <case>-p-<i> (i < 100), each with its route
+# <case>-r-<i> and table "<case>-p-<i>_t"; the same properties for all.
+psql_b <<'SQL' >/dev/null
+INSERT INTO processor (id, provider_id, project_id, status, properties)
+SELECT c || '-p-' || i, 'data/transformers/mixer/state-tables-1.0',
+       '5b8e2f14-9c3a-4d71-8e6f-2a9d7c4b1e03', 'CREATED',
+       '{"tableName": "t", "batchSize": 1000, "batchWindowTTL": 5, "includeTimestamp": false}'
+  FROM unnest(ARRAY['ism', 'up', 'tuned']) c, generate_series(0, 99) i;
+INSERT INTO processor_state (id, processor_id, state_id, direction, status)
+SELECT c || '-r-' || i, c || '-p-' || i, 'e6a9c3d7-2b1f-4e85-9c4a-7f0d8b2e5c16', 'INPUT', 'CREATED'
+  FROM unnest(ARRAY['ism', 'up', 'tuned']) c, generate_series(0, 99) i;
+UPDATE ism_state.route SET max_ack_pending = 1000
+ WHERE selector = 'data/transformers/mixer/state-tables-1.0';
+
+-- the tables of a case, by the prefix of their processors
+CREATE FUNCTION bench_tables(prefix text) RETURNS SETOF regclass LANGUAGE sql AS $$
+  SELECT c.oid::regclass FROM pg_class c
+   WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace
+     AND c.relname LIKE prefix || '-p-%' $$;
+CREATE FUNCTION bench_drop(prefix text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE t regclass;
+BEGIN
+  FOR t IN SELECT * FROM bench_tables(prefix) LOOP EXECUTE format('DROP TABLE %s', t); END LOOP;
+END $$;
+-- rows, distinct records, last commit (Unix s), latency p50 / p99 (ms)
+CREATE FUNCTION bench_result(prefix text, OUT n bigint, OUT uniq bigint, OUT last_commit float8,
+                             OUT p50 float8, OUT p99 float8) LANGUAGE plpgsql AS $$
+DECLARE q text;
+BEGIN
+  SELECT string_agg(format('SELECT id, j, t, xmin FROM %s', t), ' UNION ALL ')
+    INTO q FROM bench_tables(prefix) t;
+  EXECUTE format('WITH r AS (SELECT id::bigint, j::int, t::bigint,
+                    extract(epoch FROM pg_xact_commit_timestamp(xmin)) AS c FROM (%s) x)
+                  SELECT count(*), count(DISTINCT (id, j)), max(c),
+                         percentile_cont(0.5) WITHIN GROUP (ORDER BY c * 1000 - t / 1000.0),
+                         percentile_cont(0.99) WITHIN GROUP (ORDER BY c * 1000 - t / 1000.0)
+                    FROM r', q)
+    INTO n, uniq, last_commit, p50, p99;
+END $$;
+CREATE FUNCTION bench_count(prefix text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE t regclass; total bigint := 0; c bigint;
+BEGIN
+  FOR t IN SELECT * FROM bench_tables(prefix) LOOP
+    EXECUTE format('SELECT count(*) FROM %s', t) INTO c; total := total + c;
+  END LOOP;
+  RETURN total;
+END $$;
+SQL
+nats_b stream-add BENCH_UP bench.up >/dev/null
+nats_b stream-add BENCH_TUNED bench.tuned >/dev/null
+
+message() {	# ROUTE_PREFIX: 10 records of 10 keys; %n, %r, %t filled in by js-pub-n
+	local records=()
+	for j in $(seq 0 $((PER_MESSAGE - 1))); do
+		records+=("{\"id\":%n,\"j\":$j,\"name\":\"record %n of a benchmark\",\"score\":0.75,\"count\":42,\"ok\":true,\"tags\":[\"a\",\"b\"],\"meta\":{\"k\":\"v\",\"n\":$j},\"note\":null,\"t\":%t}")
+	done
+	local IFS=,
+	echo "{\"type\":\"query_state\",\"route_id\":\"$1-r-%r\",\"query_state\":[${records[*]}]}"
+}
+
+backend_of() {	# the client backend that is not psql (an external consumer's)
+	psql_b -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'
+	           AND application_name <> 'psql' AND pid <> pg_backend_pid() LIMIT 1"
+}
+
+# one round of a consumer case: publish, wait for every row, record the figures
+run_case() {	# NAME PREFIX TABLES SUBJECT RECORDS
+	local name=$1 prefix=$2 tables=$3 subject=$4 records=$5
+	selected "$name" || return 0
+	local pids start got result ext=
+	psql_b -c "SELECT bench_drop('$prefix')" >/dev/null
+	psql_b -c 'TRUNCATE ism_state.applied; CHECKPOINT' >/dev/null
+	if [ "$prefix" = ism ]; then
+		pids=$(worker_pid writer)
+	else
+		bench/external-consumer --mode "$([ "$prefix" = up ] && echo upstream || echo tuned)" \
+			-s "nats://127.0.0.1:$NATS_PORT" --stream "$(echo "$subject" | tr a-z. A-Z_)" \
+			--durable "${prefix}_consumer" --subject "$subject" \
+			-d "host=$work port=$PG_PORT dbname=postgres user=postgres application_name=external" \
+			--idle-exit 3 > "$work/ext.out" &
+		ext=$!
+		until [ -n "$(backend_of)" ]; do sleep 0.1; done
+		pids="$ext $(backend_of)"
+	fi
+	local cpu0=0 cpu1=0 p
+	for p in $pids; do cpu0=$(awk -v a="$cpu0" -v b="$(cpu_seconds "$p")" 'BEGIN {print a + b}'); done
+	start_sampling "${pids%% *}" "$work/rss.samples" "${SAMPLE_INTERVAL:-0.05}"
+	start=$(now)
+	nats_b --mod "$tables" js-pub-n "$subject" $((records / PER_MESSAGE)) "$(message "$prefix")"
+	until [ "$(psql_b -c "SELECT bench_count('$prefix')")" -ge "$records" ]; do sleep 0.5; done
+	for p in $pids; do cpu1=$(awk -v a="$cpu1" -v b="$(cpu_seconds "$p" 2>/dev/null || echo 0)" 'BEGIN {print a + b}'); done
+	local rss; rss=$(stop_sampling "$work/rss.samples")
+	[ -z "$ext" ] || { kill "$ext" 2>/dev/null || true; wait "$ext" 2>/dev/null || true; }
+	[ -z "${RSS_OUT:-}" ] || cp "$work/rss.samples" "$RSS_OUT"
+	result=$(psql_b -F ' ' -c "SELECT * FROM bench_result('$prefix')")
+	read -r got uniq last p50 p99 <<< "$result"
+	printf '%s\t%s\t%s\t%.3f\t%.0f\t%.1f\t%.1f\t%s\t%s\t%s\n' "$name" "$round" "$records" \
+		"$(awk -v a="$start" -v b="$last" 'BEGIN {print b - a}')" "$(rate "$records" "$start" "$last")" \
+		"$p50" "$p99" "$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {printf "%.1f", b - a}')" "$rss" \
+		"$([ "$got" = "$records" ] && [ "$uniq" = "$records" ] && echo exact || echo "WRONG:$got/$uniq")" \
+		| tee -a "$OUT/tables.tsv"
+}
+
+# COPY of the rows ism-1 wrote, from a file, into a table of the same shape
+run_copy() {
+	local start end
+	selected copy || return 0
+	psql_b -c "DROP TABLE IF EXISTS copy_target; CREATE TABLE copy_target (LIKE \"ism-p-0_t\"); CHECKPOINT" >/dev/null
+	start=$(now)
+	psql_b -c "COPY copy_target FROM '$work/rows.csv'" >/dev/null
+	end=$(now)
+	got=$(psql_b -c 'SELECT count(*) FROM copy_target')
+	printf '%s\t%s\t%s\t%.3f\t%.0f\t\t\t\t\t%s\n' copy "$round" "$N" \
+		"$(awk -v a="$start" -v b="$end" 'BEGIN {print b - a}')" "$(rate "$N" "$start" "$end")" \
+		"$([ "$got" = "$N" ] && echo exact || echo "WRONG:$got")" | tee -a "$OUT/tables.tsv"
+}
+
+printf 'case\tround\trecords\tseconds\trecords_per_s\tp50_ms\tp99_ms\tcpu_s\tpeak_rss_mb\tcheck\n' > "$OUT/tables.tsv"
+if [ -n "$RSS_RUN" ]; then
+	round=1 SAMPLE_INTERVAL=1 RSS_OUT="$OUT/rss.samples" run_case ism-1 ism 1 data.transformers.state-tables "$N"
+	exit 0
+fi
+for round in $(seq "$ROUNDS"); do
+	run_case ism-1 ism 1 data.transformers.state-tables "$N"
+	[ -f "$work/rows.csv" ] || psql_b -c "COPY \"ism-p-0_t\" TO '$work/rows.csv'" >/dev/null
+	run_copy
+	run_case ism-100 ism 100 data.transformers.state-tables "$N"
+	run_case tuned-1 tuned 1 bench.tuned "$N"
+	run_case tuned-100 tuned 100 bench.tuned "$N"
+	run_case up-1 up 1 bench.up "$UPSTREAM_N"
+	run_case up-100 up 100 bench.up "$UPSTREAM_N"
+done
