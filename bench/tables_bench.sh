@@ -55,7 +55,7 @@ psql_b <<'SQL' >/dev/null
 INSERT INTO processor (id, provider_id, project_id, status, properties)
 SELECT c || '-p-' || i, 'data/transformers/mixer/state-tables-1.0',
        '5b8e2f14-9c3a-4d71-8e6f-2a9d7c4b1e03', 'CREATED',
-       '{"tableName": "t", "batchSize": 1000, "batchWindowTTL": 5, "includeTimestamp": false}'
+       '{"tableName": "t", "batchSize": 10, "batchWindowTTL": 5, "includeTimestamp": false}'
   FROM unnest(ARRAY['ism', 'up', 'tuned']) c, generate_series(0, 99) i;
 INSERT INTO processor_state (id, processor_id, state_id, direction, status)
 SELECT c || '-r-' || i, c || '-p-' || i, 'e6a9c3d7-2b1f-4e85-9c4a-7f0d8b2e5c16', 'INPUT', 'CREATED'
@@ -128,7 +128,7 @@ run_case() {	# NAME PREFIX TABLES SUBJECT RECORDS
 			-s "nats://127.0.0.1:$NATS_PORT" --stream "$(echo "$subject" | tr a-z. A-Z_)" \
 			--durable "${prefix}_consumer" --subject "$subject" \
 			-d "host=$work port=$PG_PORT dbname=postgres user=postgres application_name=external" \
-			--idle-exit 3 > "$work/ext.out" &
+			--idle-exit 6 > "$work/ext.out" &
 		ext=$!
 		until [ -n "$(backend_of)" ]; do sleep 0.1; done
 		pids="$ext $(backend_of)"

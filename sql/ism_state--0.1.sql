@@ -16,7 +16,9 @@ CREATE FUNCTION pg_stat_ism_worker(
     OUT last_error text,
     OUT last_error_at timestamptz,
     OUT started_at timestamptz,
-    OUT last_activity_at timestamptz)
+    OUT last_activity_at timestamptz,
+    OUT in_flight integer,
+    OUT activity text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'ism_stat_worker'
 LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
@@ -35,6 +37,79 @@ REVOKE ALL ON FUNCTION pg_stat_ism_worker() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pg_stat_ism_worker() TO pg_monitor;
 GRANT SELECT ON pg_stat_ism_worker TO pg_monitor;
 GRANT USAGE ON SCHEMA ism_state TO pg_monitor;
+
+CREATE FUNCTION pg_stat_ism_routes(
+    OUT selector text,
+    OUT received bigint,
+    OUT routed bigint,
+    OUT published bigint,
+    OUT acked bigint,
+    OUT nacked bigint,
+    OUT terminated bigint,
+    OUT failed bigint,
+    OUT bytes_in bigint,
+    OUT bytes_out bigint,
+    OUT redeliveries bigint,
+    OUT last_message_at timestamptz,
+    OUT last_error text,
+    OUT last_error_at timestamptz,
+    OUT stats_reset timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'ism_stat_routes'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
+
+CREATE VIEW pg_stat_ism_routes AS
+    SELECT * FROM pg_stat_ism_routes();
+
+COMMENT ON VIEW pg_stat_ism_routes IS
+'Per route: messages consumed, routed, published and settled by the ism_state workers';
+
+CREATE FUNCTION pg_stat_ism_tables(
+    OUT worker integer,
+    OUT table_name text,
+    OUT records bigint,
+    OUT batches bigint,
+    OUT ddl_changes bigint,
+    OUT flush_time_total double precision,
+    OUT flush_time_max double precision,
+    OUT pending_records bigint,
+    OUT pending_bytes bigint,
+    OUT oldest_pending_age interval,
+    OUT last_flush_at timestamptz,
+    OUT dead_letters bigint,
+    OUT failed_flushes bigint,
+    OUT last_error text,
+    OUT last_error_at timestamptz,
+    OUT stats_reset timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'ism_stat_tables'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
+
+CREATE VIEW pg_stat_ism_tables AS
+    SELECT * FROM pg_stat_ism_tables();
+
+COMMENT ON VIEW pg_stat_ism_tables IS
+'Per writer and table: records and batches written, flush times, what is pending';
+
+CREATE FUNCTION pg_stat_ism_reset() RETURNS void
+AS 'MODULE_PATHNAME', 'ism_stat_reset'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
+CREATE FUNCTION pg_stat_ism_reset_route(selector text) RETURNS boolean
+AS 'MODULE_PATHNAME', 'ism_stat_reset_route'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
+CREATE FUNCTION pg_stat_ism_reset_table(table_name text) RETURNS boolean
+AS 'MODULE_PATHNAME', 'ism_stat_reset_table'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
+
+REVOKE ALL ON FUNCTION pg_stat_ism_routes() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_stat_ism_tables() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pg_stat_ism_routes() TO pg_monitor;
+GRANT EXECUTE ON FUNCTION pg_stat_ism_tables() TO pg_monitor;
+GRANT SELECT ON pg_stat_ism_routes, pg_stat_ism_tables TO pg_monitor;
+-- resetting is for superusers (and whom they grant it to), as pg_stat_statements_reset
+REVOKE ALL ON FUNCTION pg_stat_ism_reset() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_stat_ism_reset_route(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_stat_ism_reset_table(text) FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------
 -- Route catalogue: one row per selector, as in the ISM routing YAML

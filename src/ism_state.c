@@ -27,6 +27,7 @@ ism_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	ism_stats_request_shmem();
+	ism_counters_request_shmem();
 }
 
 static void
@@ -35,6 +36,7 @@ ism_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	ism_stats_startup_shmem();
+	ism_counters_startup_shmem();
 }
 
 void

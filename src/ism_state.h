@@ -49,6 +49,7 @@ extern int	ism_writer_batch_max_records;
 extern int	ism_writer_batch_max_kb;
 extern int	ism_writer_max_pending_records;
 extern int	ism_writer_max_pending_kb;
+extern int	ism_max_tracked_tables;
 
 extern void ism_define_settings(void);
 extern bool ism_validate_nats_url(const char *url, char *errbuf, size_t errlen);
@@ -93,6 +94,8 @@ extern void ism_stats_set_state(IsmWorkerState state);
 extern void ism_stats_set_nats(IsmNatsState state, const char *server,
 							   int64 reconnects);
 extern void ism_stats_set_error(const char *message);
+extern void ism_stats_set_in_flight(int n);
+extern void ism_report_activity(bool running, const char *what);
 extern void ism_stats_touch(void);
 /* Committed changes the workers follow (see ism_notify_change). */
 typedef enum IsmChange
@@ -157,6 +160,47 @@ extern IsmColumnType ism_column_type_merge(IsmColumnType column, IsmColumnType v
 extern const char *ism_column_type_sql(IsmColumnType type);
 extern IsmColumnType ism_column_type_from_sql(const char *name);
 
+/* Per-route and per-table counters (counters.c) */
+typedef enum IsmRouteCounter
+{
+	ISM_RC_RECEIVED,			/* fetched from the route's consumer */
+	ISM_RC_ROUTED,				/* handled: forwarded, or written to a table */
+	ISM_RC_PUBLISHED,			/* published to the route's subject */
+	ISM_RC_ACKED,
+	ISM_RC_NAKED,
+	ISM_RC_TERMINATED,
+	ISM_RC_FAILED,				/* FAILED status and dead letter */
+	ISM_RC_BYTES_IN,
+	ISM_RC_BYTES_OUT,
+	ISM_RC_REDELIVERIES,		/* received again */
+	ISM_NUM_ROUTE_COUNTERS
+} IsmRouteCounter;
+
+typedef enum IsmTableCounter
+{
+	ISM_TC_RECORDS,
+	ISM_TC_BATCHES,
+	ISM_TC_DDL,
+	ISM_TC_FLUSH_US,
+	ISM_TC_DEAD_LETTERS,
+	ISM_TC_FAILED_FLUSHES,		/* rolled back, to be retried */
+	ISM_NUM_TABLE_COUNTERS
+} IsmTableCounter;
+
+extern void ism_counters_request_shmem(void);
+extern void ism_counters_startup_shmem(void);
+extern void ism_counters_attach_worker(int worker);
+extern void ism_count_route(const char *selector, IsmRouteCounter counter, int64 n);
+extern void ism_route_error(const char *selector, const char *error);
+extern void ism_count_table(const char *table, IsmTableCounter counter, int64 n);
+extern void ism_table_flushed(const char *table, int64 records, int64 ddl, int64 flush_us);
+extern void ism_table_pending(const char *table, int64 records, int64 bytes,
+							  TimestampTz oldest);
+extern void ism_table_error(const char *table, const char *error);
+
+/* Log lines that repeat are rate-limited and counted (log_limit.c) */
+extern void ism_log_limited(int elevel, const char *key, const char *fmt,...) pg_attribute_printf(3, 4);
+
 /* Background worker (worker.c) */
 extern void ism_register_workers(void);
 extern PGDLLEXPORT void ism_worker_main(Datum main_arg);
@@ -177,6 +221,7 @@ extern void ism_nats_disconnect(void);
 /* What to consume: a stream through a durable pull consumer. */
 typedef struct IsmConsumerSpec
 {
+	const char *selector;		/* the route, for the counters */
 	const char *stream;
 	const char *subject;
 	const char *durable;
@@ -215,12 +260,15 @@ typedef enum IsmSettle
 extern int	ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms,
 						   char *errbuf, size_t errlen);
 extern void ism_nats_release(IsmMessage *msgs, int n);
+extern void ism_count_inbound(IsmRouteCounter counter, int64 n);
+extern void ism_inbound_error(const char *error);
 extern bool ism_nats_settle(IsmMessage *m, IsmSettle how, int64 delay_ms,
 							char *errbuf, size_t errlen);
 extern int64 ism_nats_redelivery_delay_ms(const IsmMessage *m);
 extern bool ism_nats_ensure_stream(const char *stream, const char *subject,
 								   char *errbuf, size_t errlen);
-extern bool ism_nats_publish(const char *subject, const char *data, size_t len,
+extern bool ism_nats_publish(const char *selector, const char *subject,
+							 const char *data, size_t len,
 							 const char *msg_id, bool jetstream,
 							 char *errbuf, size_t errlen);
 extern bool ism_nats_publish_wait(int timeout_ms, char *errbuf, size_t errlen);

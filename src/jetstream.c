@@ -20,6 +20,8 @@
 #include <stdatomic.h>
 #include <stdio.h>
 
+#include "utils/wait_event.h"
+
 #define ISM_MAX_ENSURED_STREAMS	64
 #define ISM_MAX_STREAM_SUBJECTS	64
 /* publishes awaiting their PubAck before js_PublishAsync stalls */
@@ -28,6 +30,27 @@
 
 static jsCtx *js = NULL;
 static natsSubscription *subscription = NULL;
+static char inbound_selector[256];	/* the route being consumed, for the counters */
+static int	in_flight = 0;		/* fetched and not yet released */
+
+/*
+ * The wait event shown in pg_stat_activity while waiting for the NATS
+ * server: a named one where the server has custom wait events (17 and
+ * later), "Extension" before.
+ */
+static uint32
+nats_wait_event(void)
+{
+#if PG_VERSION_NUM >= 170000
+	static uint32 event = 0;
+
+	if (event == 0)
+		event = WaitEventExtensionNew("IsmNatsServer");
+	return event;
+#else
+	return PG_WAIT_EXTENSION;
+#endif
+}
 static char ensured_streams[ISM_MAX_ENSURED_STREAMS][256];
 static int	nensured_streams = 0;
 static bool pending_core_publishes = false;
@@ -231,6 +254,8 @@ ism_nats_subscribe(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
 	bool		ok;
 
 	ism_nats_unsubscribe();
+	(void) nats_wait_event();	/* registered here, outside the blocked region */
+	strlcpy(inbound_selector, spec->selector, sizeof(inbound_selector));
 	block_all_signals(&saved);
 	ok = open_js(errbuf, errlen) &&
 		ensure_stream_locked(spec->stream, spec->subject, errbuf, errlen) &&
@@ -303,11 +328,15 @@ ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms, char *errbuf, size_t e
 	natsStatus	s;
 	sigset_t	saved;
 	int			n;
+	int64		bytes = 0;
+	int64		redeliveries = 0;
 
 	if (subscription == NULL)
 		return 0;
 	block_all_signals(&saved);
+	pgstat_report_wait_start(nats_wait_event());
 	s = natsSubscription_Fetch(&list, subscription, max, timeout_ms, &jerr);
+	pgstat_report_wait_end();
 	restore_signals(&saved);
 	if (s == NATS_TIMEOUT)
 		return 0;
@@ -338,8 +367,15 @@ ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms, char *errbuf, size_t e
 			strlcpy(out->stream, meta->Stream, sizeof(out->stream));
 			jsMsgMetaData_Destroy(meta);
 		}
+		bytes += out->len;
+		redeliveries += out->deliveries > 1;
 	}
 	natsMsgList_Destroy(&list);
+	ism_count_inbound(ISM_RC_RECEIVED, n);
+	ism_count_inbound(ISM_RC_BYTES_IN, bytes);
+	ism_count_inbound(ISM_RC_REDELIVERIES, redeliveries);
+	in_flight += n;
+	ism_stats_set_in_flight(in_flight);
 	return n;
 }
 
@@ -348,9 +384,27 @@ ism_nats_release(IsmMessage *msgs, int n)
 {
 	for (int i = 0; i < n; i++)
 	{
+		if (msgs[i].handle != NULL)
+			in_flight--;
 		natsMsg_Destroy((natsMsg *) msgs[i].handle);
 		msgs[i].handle = NULL;
 	}
+	ism_stats_set_in_flight(in_flight);
+}
+
+/* Count on the route being consumed (pg_stat_ism_routes). */
+void
+ism_count_inbound(IsmRouteCounter counter, int64 n)
+{
+	if (inbound_selector[0])
+		ism_count_route(inbound_selector, counter, n);
+}
+
+void
+ism_inbound_error(const char *error)
+{
+	if (inbound_selector[0])
+		ism_route_error(inbound_selector, error);
 }
 
 /* A nak's delay: 1 s, 2 s, 4 s … by delivery, at most a minute. */
@@ -389,6 +443,9 @@ ism_nats_settle(IsmMessage *m, IsmSettle how, int64 delay_ms, char *errbuf, size
 			s = natsMsg_InProgress(msg, NULL);
 			break;
 	}
+	if (s == NATS_OK && how != ISM_IN_PROGRESS)
+		ism_count_inbound(how == ISM_ACK ? ISM_RC_ACKED :
+						  how == ISM_NAK ? ISM_RC_NAKED : ISM_RC_TERMINATED, 1);
 	return s == NATS_OK || js_failure("could not acknowledge a message", s, 0, errbuf, errlen);
 }
 
@@ -433,13 +490,14 @@ drop_pending_publishes(void)
  * up to ISM_PUBLISH_STALL_MS.  ism_nats_publish_wait says how they ended.
  */
 bool
-ism_nats_publish(const char *subject, const char *data, size_t len,
+ism_nats_publish(const char *selector, const char *subject, const char *data, size_t len,
 				 const char *msg_id, bool jetstream, char *errbuf, size_t errlen)
 {
 	natsStatus	s;
 	sigset_t	saved;
 	bool		ok = true;
 
+	(void) nats_wait_event();
 	block_all_signals(&saved);
 	if (jetstream)
 	{
@@ -472,6 +530,11 @@ ism_nats_publish(const char *subject, const char *data, size_t len,
 		}
 	}
 	restore_signals(&saved);
+	if (ok)
+	{
+		ism_count_route(selector, ISM_RC_PUBLISHED, 1);
+		ism_count_route(selector, ISM_RC_BYTES_OUT, (int64) len);
+	}
 	return ok;
 }
 
@@ -486,7 +549,9 @@ ism_nats_flush(int timeout_ms, char *errbuf, size_t errlen)
 	natsStatus	s;
 
 	block_all_signals(&saved);
+	pgstat_report_wait_start(nats_wait_event());
 	s = natsConnection_FlushTimeout(ism_nats_connection(), timeout_ms);
+	pgstat_report_wait_end();
 	restore_signals(&saved);
 	return s == NATS_OK || js_failure("could not flush to the server", s, 0, errbuf, errlen);
 }
@@ -511,7 +576,9 @@ ism_nats_publish_wait(int timeout_ms, char *errbuf, size_t errlen)
 
 		jsPubOptions_Init(&po);
 		po.MaxWait = timeout_ms;
+		pgstat_report_wait_start(nats_wait_event());
 		s = js_PublishAsyncComplete(js, &po);
+		pgstat_report_wait_end();
 		if (s == NATS_TIMEOUT)
 		{
 			snprintf(errbuf, errlen, "%d publishes not acknowledged within %d ms",

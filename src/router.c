@@ -431,8 +431,8 @@ publish(Inbound *in, const IsmRoute *r, const char *subject, cJSON *body,
 		psprintf("ism:%s:" UINT64_FORMAT ":%s", in->msg->stream, in->msg->stream_seq, id_suffix) :
 		psprintf("ism:%s:" UINT64_FORMAT ":%d", in->msg->stream, in->msg->stream_seq,
 				 ++in->published);
-	if (!ism_nats_publish(subject, text, strlen(text), msg_id, r->jetstream_enabled,
-						  err, sizeof(err)))
+	if (!ism_nats_publish(r->selector, subject, text, strlen(text), msg_id,
+						  r->jetstream_enabled, err, sizeof(err)))
 		return retry(in, "%s", err);
 	return OUTCOME_DONE;
 }
@@ -903,9 +903,11 @@ handle_message(IsmMessage *m)
 
 	if (outcome == OUTCOME_PERMANENT)
 	{
-		ereport(WARNING,
-				(errmsg("ism_state router: message %s:" UINT64_FORMAT " on \"%s\" failed: %s",
-						m->stream, m->stream_seq, m->subject, in.error)));
+		ism_log_limited(WARNING, in.error,
+						"ism_state router: message %s:" UINT64_FORMAT " on \"%s\" failed: %s",
+						m->stream, m->stream_seq, m->subject, in.error);
+		ism_count_inbound(ISM_RC_FAILED, 1);
+		ism_inbound_error(in.error);
 		publish_status(&in, "FAILED", in.error,
 					   in.data_is_raw && m->len <= ism_max_message_bytes);
 		/* never lost: terminated only once recorded */
@@ -916,9 +918,9 @@ handle_message(IsmMessage *m)
 	}
 	else if (outcome == OUTCOME_TRANSIENT)
 	{
-		ereport(WARNING,
-				(errmsg("ism_state router: message %s:" UINT64_FORMAT " will be retried: %s",
-						m->stream, m->stream_seq, in.error)));
+		ism_log_limited(WARNING, in.error,
+						"ism_state router: message %s:" UINT64_FORMAT " will be retried: %s",
+						m->stream, m->stream_seq, in.error);
 		settle_or_warn(m, ISM_NAK, ism_nats_redelivery_delay_ms(m));
 	}
 	return outcome;
@@ -952,7 +954,7 @@ republish_marked(void *arg)
 		bytea	   *payload = DatumGetByteaPP(SPI_getbinval(t, SPI_tuptable->tupdesc, 3, &isnull));
 		char	   *msg_id = psprintf("ism:replay:" INT64_FORMAT, id);
 
-		if (!ism_nats_publish(subject, VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload),
+		if (!ism_nats_publish(NULL, subject, VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload),
 							  msg_id, true, err, sizeof(err)))
 			elog(ERROR, "could not replay dead letter " INT64_FORMAT ": %s", id, err);
 		ids[i] = Int64GetDatum(id);
@@ -1004,7 +1006,7 @@ ism_router_consume(int max_messages, int timeout_ms)
 		return -1;
 	}
 	if (n > 0)
-		pgstat_report_activity(STATE_RUNNING, "routing messages");
+		ism_report_activity(true, "routing messages");
 	for (int i = 0; i < n; i++)
 	{
 		MemoryContext old = MemoryContextSwitchTo(message_context);
@@ -1030,12 +1032,18 @@ ism_router_consume(int max_messages, int timeout_ms)
 	}
 	else
 	{
+		int			routed = 0;
+
 		for (int i = 0; i < n; i++)
 			if (done[i])
+			{
 				settle_or_warn(&msgs[i], ISM_ACK, 0);
+				routed++;
+			}
+		ism_count_inbound(ISM_RC_ROUTED, routed);
 	}
 	ism_nats_release(msgs, n);
 	if (n > 0)
-		pgstat_report_activity(STATE_IDLE, "idle");
+		ism_report_activity(false, "idle");
 	return n;
 }

@@ -42,6 +42,7 @@ int			ism_writer_batch_max_records = 10000;
 int			ism_writer_batch_max_kb = 16 * 1024;
 int			ism_writer_max_pending_records = 100000;
 int			ism_writer_max_pending_kb = 64 * 1024;
+int			ism_max_tracked_tables = 1000;
 
 static const char *show_nats_url(void);
 
@@ -139,6 +140,10 @@ ism_define_settings(void)
 							&ism_applied_retention_s, 2 * 86400, 1, 365 * 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 
+	DefineCustomIntVariable("ism_state.max_tracked_tables",
+							"Tables each writer keeps counters for in pg_stat_ism_tables.",
+							NULL, &ism_max_tracked_tables, 1000, 10, 100000,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("ism_state.writer_lock_timeout",
 							"How long a flush waits for its table's lock before the batch is retried later.",
 							"So that one locked table does not hold up the others; 0 leaves lock_timeout as it is.",

@@ -16,6 +16,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/ipc.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
@@ -28,6 +29,7 @@
 
 #define ISM_SERVER_LEN	256
 #define ISM_ERROR_LEN	512
+#define ISM_ACTIVITY_LEN 128
 
 typedef struct IsmWorkerSlot
 {
@@ -44,6 +46,8 @@ typedef struct IsmWorkerSlot
 	TimestampTz last_error_at;
 	char		nats_server[ISM_SERVER_LEN];	/* password masked */
 	char		last_error[ISM_ERROR_LEN];
+	int			in_flight;		/* fetched, not yet acked, nak'ed or termed */
+	char		activity[ISM_ACTIVITY_LEN];
 } IsmWorkerSlot;
 
 typedef struct IsmSharedState
@@ -179,9 +183,12 @@ ism_stats_attach_worker(int slot, IsmWorkerRole role)
 	my_slot->last_activity = my_slot->started_at;
 	my_slot->connected_since = 0;
 	my_slot->nats_server[0] = '\0';
+	my_slot->in_flight = 0;
+	strlcpy(my_slot->activity, "starting", ISM_ACTIVITY_LEN);
 	SpinLockRelease(&my_slot->mutex);
 
 	on_shmem_exit(detach_worker, (Datum) 0);
+	ism_counters_attach_worker(slot);
 }
 
 /*
@@ -265,6 +272,26 @@ ism_stats_touch(void)
 	SpinLockRelease(&my_slot->mutex);
 }
 
+void
+ism_stats_set_in_flight(int n)
+{
+	SpinLockAcquire(&my_slot->mutex);
+	my_slot->in_flight = n;
+	SpinLockRelease(&my_slot->mutex);
+}
+
+/* What the worker does, in pg_stat_activity and in pg_stat_ism_worker. */
+void
+ism_report_activity(bool running, const char *what)
+{
+	pgstat_report_activity(running ? STATE_RUNNING : STATE_IDLE, what);
+	if (my_slot == NULL)
+		return;
+	SpinLockAcquire(&my_slot->mutex);
+	strlcpy(my_slot->activity, what, ISM_ACTIVITY_LEN);
+	SpinLockRelease(&my_slot->mutex);
+}
+
 static Datum
 timestamp_or_null(TimestampTz ts, bool *isnull)
 {
@@ -301,8 +328,8 @@ ism_stat_worker(PG_FUNCTION_ARGS)
 	for (int i = 0; i < ism_shared->nslots; i++)
 	{
 		IsmWorkerSlot copy;
-		Datum		values[13];
-		bool		nulls[13] = {0};
+		Datum		values[15];
+		bool		nulls[15] = {0};
 		int			c = 0;
 
 		SpinLockAcquire(&ism_shared->slots[i].mutex);
@@ -328,6 +355,11 @@ ism_stat_worker(PG_FUNCTION_ARGS)
 		values[c] = timestamp_or_null(copy.started_at, &nulls[c]);
 		c++;
 		values[c] = timestamp_or_null(copy.last_activity, &nulls[c]);
+		c++;
+		nulls[c] = (copy.pid == 0);
+		values[c++] = Int32GetDatum(copy.in_flight);
+		nulls[c] = (copy.pid == 0);
+		values[c] = nulls[c] ? (Datum) 0 : CStringGetTextDatum(copy.activity);
 		c++;
 		Assert(c == lengthof(values));
 

@@ -139,14 +139,14 @@ ism_register_workers(void)
 	}
 }
 
-/* pgstat_report_activity, only when the text changes. */
+/* ism_report_activity, only when the text changes. */
 static void
 report_activity(IsmWorker *w, BackendState state, const char *what)
 {
 	if (strcmp(w->activity, what) == 0)
 		return;
 	strlcpy(w->activity, what, sizeof(w->activity));
-	pgstat_report_activity(state, what);
+	ism_report_activity(state == STATE_RUNNING, what);
 }
 
 /*
@@ -555,6 +555,7 @@ wanted_consumer(IsmWorker *w, const char *selector, IsmConsumerSpec *spec,
 	else
 		snprintf(durable, durable_len, "%s_sub_1", r->name);
 
+	spec->selector = r->selector;
 	spec->stream = r->name;
 	spec->subject = r->subject;
 	spec->durable = durable;

@@ -80,6 +80,7 @@ typedef struct Batch
 	MemoryContext context;		/* everything below; reset by a flush */
 	List	   *pending;		/* of Pending *, in arrival order */
 	int			nrecords;
+	int64		nbytes;			/* of the pending messages */
 	TimestampTz oldest;
 } Batch;
 
@@ -137,7 +138,7 @@ publish_status(const char *route_id, const char *status, const char *exception,
 	if (monitor->jetstream_enabled &&
 		!ism_nats_ensure_stream(monitor->name, monitor->subject, err, sizeof(err)))
 		ereport(WARNING, (errmsg("ism_state writer: status not sent: %s", err)));
-	else if (!ism_nats_publish(monitor->subject, text, strlen(text), msg_id,
+	else if (!ism_nats_publish(monitor->selector, monitor->subject, text, strlen(text), msg_id,
 							   monitor->jetstream_enabled, err, sizeof(err)))
 		ereport(WARNING, (errmsg("ism_state writer: status not sent: %s", err)));
 }
@@ -448,6 +449,8 @@ typedef struct Flush
 	int			written;
 	char	   *error;			/* why the flush failed, if it did */
 	int			sqlstate;
+	int			ddl;			/* DDL statements run */
+	int64		write_us;		/* time in write_pending */
 } Flush;
 
 static int
@@ -680,6 +683,7 @@ ensure_columns(Flush *f)
 	}
 	if (ddl != NULL && SPI_execute(ddl, false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not create or change %s", qualified);
+	f->ddl += ddl != NULL;
 	MemoryContextSwitchTo(caller);
 
 	foreach(lc, b->config.index_columns)
@@ -929,8 +933,10 @@ flush_group_in_transaction(void *arg)
 	{
 		Flush	   *f = lfirst(lc);
 		MemoryContext old = MemoryContextSwitchTo(f->batch->context);
+		TimestampTz start = GetCurrentTimestamp();
 
 		(void) write_in_subtransaction(f, &f->error, &f->sqlstate);
+		f->write_us = GetCurrentTimestamp() - start;
 		MemoryContextSwitchTo(old);
 	}
 	PopActiveSnapshot();
@@ -958,7 +964,10 @@ flush_one_by_one(void *arg)
 
 		one.keys = keys_of(one.pending);
 		if (write_in_subtransaction(&one, &f->errors[foreach_current_index(lc)], &sqlstate))
+		{
 			f->written += one.written;
+			f->ddl += one.ddl;
+		}
 	}
 	PopActiveSnapshot();
 	SPI_finish();
@@ -996,9 +1005,9 @@ settle_batch(Batch *b, IsmSettle how, const char *why)
 		ism_nats_release(&p->msg, 1);
 	}
 	if (why)
-		ereport(WARNING,
-				(errmsg("ism_state writer: %d messages for table \"%s\" will be retried: %s",
-						list_length(b->pending), b->config.table, why)));
+		ism_log_limited(WARNING, psprintf("%s: %s", b->config.table, why),
+						"ism_state writer: %d messages for table \"%s\" will be retried: %s",
+						list_length(b->pending), b->config.table, why);
 }
 
 static void give_up(IsmMessage *m, const char *route_id, const char *error);
@@ -1025,9 +1034,15 @@ finish_flush(Flush *f, List **routes)
 						b->config.table, err, list_length(b->pending))));
 		f->errors = palloc0(sizeof(char *) * list_length(b->pending));
 		f->written = 0;
+		f->ddl = 0;				/* what the failed attempt did was rolled back */
 		ok = ism_run_in_transaction_ex(flush_one_by_one, f, err, sizeof(err), &f->sqlstate);
 	}
 
+	if (f->error)
+	{
+		ism_count_table(b->config.table, ISM_TC_FAILED_FLUSHES, 1);
+		ism_table_error(b->config.table, f->error);
+	}
 	if (!ok)
 	{
 		settle_batch(b, ISM_NAK, err);
@@ -1035,6 +1050,8 @@ finish_flush(Flush *f, List **routes)
 	}
 	else
 	{
+		if (f->written > 0)
+			ism_table_flushed(b->config.table, f->written, f->ddl, f->write_us);
 		foreach(lc, b->pending)
 		{
 			Pending    *p = lfirst(lc);
@@ -1043,10 +1060,12 @@ finish_flush(Flush *f, List **routes)
 			if (error)
 			{
 				give_up(&p->msg, p->route_id, error);
+				ism_count_table(b->config.table, ISM_TC_DEAD_LETTERS, 1);
 				continue;
 			}
 			if (!ism_nats_settle(&p->msg, ISM_ACK, 0, err, sizeof(err)))
 				ereport(WARNING, (errmsg("ism_state writer: %s", err)));
+			ism_count_inbound(ISM_RC_ROUTED, 1);
 			ism_nats_release(&p->msg, 1);
 			if (p->route_id && !list_member(*routes, makeString(p->route_id)))
 			{
@@ -1059,7 +1078,9 @@ finish_flush(Flush *f, List **routes)
 	MemoryContextSwitchTo(old);
 	b->pending = NIL;
 	b->nrecords = 0;
+	b->nbytes = 0;
 	MemoryContextReset(b->context);
+	ism_table_pending(b->config.table, 0, 0, 0);
 }
 
 /*
@@ -1088,7 +1109,7 @@ flush_batches(List *due)
 		MemoryContextSwitchTo(flush_context);
 		flushes = lappend(flushes, f);
 	}
-	pgstat_report_activity(STATE_RUNNING, list_length(due) == 1 ?
+	ism_report_activity(true, list_length(due) == 1 ?
 						   psprintf("flushing table %s", ((Batch *) linitial(due))->config.table) :
 						   psprintf("flushing %d tables", list_length(due)));
 	if (!ism_run_in_transaction_ex(flush_group_in_transaction, flushes, err, sizeof(err), &sqlstate))
@@ -1118,7 +1139,7 @@ flush_batches(List *due)
 		ereport(WARNING, (errmsg("ism_state writer: COMPLETED not sent: %s", err)));
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(flush_context);
-	pgstat_report_activity(STATE_IDLE, "idle");
+	ism_report_activity(false, "idle");
 }
 
 static void
@@ -1128,6 +1149,21 @@ flush_batch(Batch *b)
 
 	flush_batches(one);
 	list_free(one);
+}
+
+/* What waits in each batch, for pg_stat_ism_tables. */
+static void
+report_pending(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, batches)
+	{
+		Batch	   *b = lfirst(lc);
+
+		if (b->pending != NIL)
+			ism_table_pending(b->config.table, b->nrecords, b->nbytes, b->oldest);
+	}
 }
 
 static int
@@ -1212,9 +1248,11 @@ give_up(IsmMessage *m, const char *route_id, const char *error)
 {
 	char		err[512];
 
-	ereport(WARNING,
-			(errmsg("ism_state writer: message %s:" UINT64_FORMAT " on \"%s\" failed: %s",
-					m->stream, m->stream_seq, m->subject, error)));
+	ism_log_limited(WARNING, error,
+					"ism_state writer: message %s:" UINT64_FORMAT " on \"%s\" failed: %s",
+					m->stream, m->stream_seq, m->subject, error);
+	ism_count_inbound(ISM_RC_FAILED, 1);
+	ism_inbound_error(error);
 	publish_status(route_id, "FAILED", error,
 				   psprintf("ism:%s:" UINT64_FORMAT ":failed", m->stream, m->stream_seq));
 	if (!ism_nats_publish_wait(ism_publish_timeout_ms, err, sizeof(err)))
@@ -1375,6 +1413,7 @@ add_message(IsmMessage *m)
 	b->pending = lappend(b->pending, p);
 	MemoryContextSwitchTo(old);
 	b->nrecords += list_length(p->records);
+	b->nbytes += m->len;
 }
 
 /*
@@ -1434,6 +1473,7 @@ ism_writer_consume(int timeout_ms, int max_in_flight, int ack_wait_ms)
 	ism_writer_flush(pending_records() >= ism_writer_max_pending_records ||
 					 pending_memory() >= (Size) ism_writer_max_pending_kb * 1024 ||
 					 pending_messages() >= max_in_flight);
+	report_pending();
 	return n;
 }
 
@@ -1452,7 +1492,9 @@ ism_writer_release_pending(void)
 			ism_nats_release(&((Pending *) lfirst(pc))->msg, 1);
 		b->pending = NIL;
 		b->nrecords = 0;
+		b->nbytes = 0;
 		MemoryContextReset(b->context);
+		ism_table_pending(b->config.table, 0, 0, 0);
 	}
 }
 

@@ -1,0 +1,69 @@
+/*-------------------------------------------------------------------------
+ *
+ * log_limit.c
+ *	  Log lines that repeat, rate-limited and counted.
+ *
+ * A poison message redelivered, a table that stays locked, a server that
+ * stays away: the same line would otherwise fill the log.  Lines are
+ * alike when their key (the error, say, without the message's sequence
+ * number) is: the first is written; the others within LOG_LIMIT_MS are only
+ * counted, and the next one written after that says how many were left out.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "ism_state.h"
+
+#include "common/hashfn.h"
+#include "utils/timestamp.h"
+
+#define LOG_LIMIT_MS	10000
+#define REMEMBERED		32		/* distinct lines remembered */
+
+typedef struct RecentLine
+{
+	uint32		hash;
+	TimestampTz logged_at;
+	int64		left_out;
+} RecentLine;
+
+static RecentLine recent[REMEMBERED];
+static int	next_slot = 0;
+
+void
+ism_log_limited(int elevel, const char *key, const char *fmt,...)
+{
+	char		line[1024];
+	va_list		args;
+	uint32		hash;
+	TimestampTz now = GetCurrentTimestamp();
+	RecentLine *r = NULL;
+
+	va_start(args, fmt);
+	vsnprintf(line, sizeof(line), fmt, args);
+	va_end(args);
+	hash = hash_bytes((const unsigned char *) key, strlen(key));
+
+	for (int i = 0; i < REMEMBERED; i++)
+		if (recent[i].hash == hash && recent[i].logged_at != 0)
+			r = &recent[i];
+	if (r && !TimestampDifferenceExceeds(r->logged_at, now, LOG_LIMIT_MS))
+	{
+		r->left_out++;
+		return;
+	}
+	if (r == NULL)
+	{
+		r = &recent[next_slot];
+		next_slot = (next_slot + 1) % REMEMBERED;
+		r->hash = hash;
+		r->left_out = 0;
+	}
+	if (r->left_out > 0)
+		ereport(elevel, (errmsg("%s", line),
+						 errdetail(INT64_FORMAT " more like it were left out of the log in the last %d seconds.",
+								   r->left_out, LOG_LIMIT_MS / 1000)));
+	else
+		ereport(elevel, (errmsg("%s", line)));
+	r->logged_at = now;
+	r->left_out = 0;
+}
