@@ -81,6 +81,11 @@ typedef struct Batch
 	List	   *pending;		/* of Pending *, in arrival order */
 	int			nrecords;
 	int64		nbytes;			/* of the pending messages */
+	/* the table's columns as the last committed flush left them */
+	MemoryContext columns_context;
+	List	   *column_names;	/* of char * */
+	List	   *column_types;	/* of int (IsmColumnType) */
+	List	   *column_type_sql;	/* of char * */
 	TimestampTz oldest;
 } Batch;
 
@@ -385,6 +390,8 @@ new_batch(const char *processor_id, const TableConfig *config)
 	b->processor_id = pstrdup(processor_id);
 	b->context = AllocSetContextCreate(writer_context, "ism_state writer batch",
 									   ALLOCSET_DEFAULT_SIZES);
+	b->columns_context = AllocSetContextCreate(writer_context, "ism_state writer columns",
+											   ALLOCSET_SMALL_SIZES);
 	batches = lappend(batches, b);
 	MemoryContextSwitchTo(old);
 	b->config = *config;
@@ -643,8 +650,82 @@ plan_ddl(Flush *f, const char *qualified, bool table_exists, char **colnames,
 }
 
 /*
+ * The batch's cached columns, when they hold every key with a type that
+ * takes its values: then the table needs no change and no catalog lookup.
+ */
+static bool
+cached_columns_fit(Flush *f, char **colnames, const IsmColumnType *wanted)
+{
+	Batch	   *b = f->batch;
+
+	for (int k = 0; k < list_length(f->keys); k++)
+	{
+		ListCell   *lc;
+		bool		found = false;
+
+		foreach(lc, b->column_names)
+		{
+			int			i = foreach_current_index(lc);
+			IsmColumnType type = (IsmColumnType) list_nth_int(b->column_types, i);
+
+			if (strcmp(lfirst(lc), colnames[k]) != 0)
+				continue;
+			if (b->config.infer_types && ism_column_type_merge(type, wanted[k]) != type)
+				return false;
+			f->types[k] = type;
+			f->type_sql[k] = list_nth(b->column_type_sql, i);
+			found = true;
+			break;
+		}
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+/* Remember the keys' columns after a change (forgotten if it rolls back). */
+static void
+cache_columns(Flush *f, char **colnames)
+{
+	Batch	   *b = f->batch;
+	MemoryContext old = MemoryContextSwitchTo(b->columns_context);
+
+	for (int k = 0; k < list_length(f->keys); k++)
+	{
+		ListCell   *lc;
+		bool		found = false;
+
+		foreach(lc, b->column_names)
+			if (strcmp(lfirst(lc), colnames[k]) == 0)
+			{
+				int			i = foreach_current_index(lc);
+
+				list_nth_cell(b->column_types, i)->int_value = f->types[k];
+				list_nth_cell(b->column_type_sql, i)->ptr_value = pstrdup(f->type_sql[k]);
+				found = true;
+				break;
+			}
+		if (!found)
+		{
+			b->column_names = lappend(b->column_names, pstrdup(colnames[k]));
+			b->column_types = lappend_int(b->column_types, f->types[k]);
+			b->column_type_sql = lappend(b->column_type_sql, pstrdup(f->type_sql[k]));
+		}
+	}
+	MemoryContextSwitchTo(old);
+}
+
+static void
+forget_columns(Batch *b)
+{
+	MemoryContextReset(b->columns_context);
+	b->column_names = b->column_types = b->column_type_sql = NIL;
+}
+
+/*
  * Make the table fit the flush's records (see plan_ddl).  Writers that
  * change the same table take turns: the second sees the first's columns.
+ * Known columns skip all of it (see cached_columns_fit).
  */
 static void
 ensure_columns(Flush *f)
@@ -666,6 +747,8 @@ ensure_columns(Flush *f)
 	f->type_sql = palloc(sizeof(char *) * nkeys);
 	foreach(lc, f->keys)
 		colnames[foreach_current_index(lc)] = ism_identifier(lfirst(lc), strlen(lfirst(lc)));
+	if (cached_columns_fit(f, colnames, wanted))
+		return;
 
 	table_exists = read_columns(f, qualified, colnames, have, &existing);
 	ddl = plan_ddl(f, qualified, table_exists, colnames, have, wanted);
@@ -700,6 +783,7 @@ ensure_columns(Flush *f)
 			elog(ERROR, "could not create an index on %s", qualified);
 		MemoryContextSwitchTo(caller);
 	}
+	cache_columns(f, colnames);
 }
 
 /*
@@ -910,6 +994,7 @@ write_in_subtransaction(Flush *f, char **error, int *sqlstate)
 		*error = MemoryContextStrdup(f->batch->context, edata->message);
 		*sqlstate = edata->sqlerrcode;
 		FreeErrorData(edata);
+		forget_columns(f->batch);	/* its DDL, if any, was rolled back */
 		ok = false;
 	}
 	PG_END_TRY();
@@ -1027,6 +1112,8 @@ finish_flush(Flush *f, List **routes)
 	bool		ok = f->error == NULL;
 
 	strlcpy(err, f->error ? f->error : "", sizeof(err));
+	if (!ok)
+		forget_columns(b);		/* the commit may have failed after its DDL */
 	if (!ok && !is_transient(f->sqlstate))
 	{
 		ereport(WARNING,

@@ -160,6 +160,18 @@ send_records($r2, map { { n => $_ } } 1 .. 30) for 1 .. 2;
 wait_count("${tables}_capped", 'true', 60) or die 'the capped batch was not flushed';
 pass('batchSize 100,000 and an hour\'s window, but 60 records flush at writer_batch_max_records 50');
 
+# --- the writer knows its tables' columns; a column dropped behind its back -------------
+my $dead = $node->safe_psql('postgres', 'SELECT count(*) FROM ism_state.dead_letter');
+send_records($r3, { s => 'before the drop', extra => 'e1' });
+wait_count("${other}_other", "s = 'before the drop'", 1) or die 'no row before the drop';
+$node->safe_psql('postgres', "ALTER TABLE \"${other}_other\" DROP COLUMN extra");
+send_records($r3, { s => 'after the drop', extra => 'e2' });
+wait_count("${other}_other", "s = 'after the drop' AND extra = 'e2'", 1)
+  or die 'the dropped column was not added again';
+pass('a column dropped by someone else is added again at the next flush');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM ism_state.dead_letter'), $dead,
+	'and nothing is dead-lettered for it');
+
 # --- a batch that waits longer than ack_wait: no redelivery, written once ----------------
 $node->safe_psql('postgres',
 	"UPDATE ism_state.route SET ack_wait = 2 WHERE selector = 'data/transformers/mixer/state-tables-1.0'");
