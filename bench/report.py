@@ -112,9 +112,9 @@ if os.path.exists(rss):
     with open(os.path.join(out, "rss-run.tsv")) as f:
         lines += ["", "```", f.read().strip(), "```"]
     subprocess.run(["gnuplot", "-e", f"""
-        set terminal png size 800,400; set output '{out}/rss.png';
+        set terminal png size 800,400 noenhanced; set output '{out}/rss.png';
         set title "ism_state writer, private RSS while writing 10,000,000 records";
-        set xlabel 'seconds'; set ylabel 'MB'; set yrange [0:*]; set grid;
+        set xlabel 'seconds'; set ylabel 'MB'; set yrange [0:{max(mbs) * 1.5:.0f}]; set grid;
         plot '{out}/rss.dat' using 1:2 with lines title 'RssAnon'"""], check=True)
 
 with open(os.path.join(out, "tables.dat"), "w") as f:
@@ -122,7 +122,7 @@ with open(os.path.join(out, "tables.dat"), "w") as f:
         if name in medians:
             f.write(f'"{name}" {medians[name]:.0f}\n')
 subprocess.run(["gnuplot", "-e", f"""
-    set terminal png size 900,450; set output '{out}/tables.png';
+    set terminal png size 900,450 noenhanced; set output '{out}/tables.png';
     set title 'Records per second into PostgreSQL (median)'; set style fill solid;
     set boxwidth 0.6; set logscale y; set grid y; set ylabel 'records/s (log scale)';
     plot '{out}/tables.dat' using 0:2:xtic(1) with boxes notitle,

@@ -13,13 +13,13 @@
 #          and a 1,000,000-row replay, then 10,000,000 records into one
 #          table with the writer's memory sampled every second
 #
-# Results: OUT_DIR (default bench/results/<date>-<mode>/): results.md,
+# Results: OUT_DIR (default bench/reports/<date>-<mode>/): results.md,
 # tables.tsv, router.txt, tables.png, and for the long run rss.tsv, rss.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODE=${1:-quick}
-OUT=${2:-bench/results/$(date +%Y-%m-%d)-$MODE}
+OUT=${2:-bench/reports/$(date +%Y-%m-%d)-$MODE}
 ROUNDS=${ROUNDS:-3}
 case $MODE in
 quick) N=200000 UPSTREAM_N=20000 ROUTER=(20000 100000 "$ROUNDS") ;;
