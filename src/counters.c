@@ -344,20 +344,6 @@ check_area(void)
 				 errhint("Add ism_state to shared_preload_libraries and restart the server.")));
 }
 
-static Datum
-timestamp_or_null(TimestampTz ts, bool *isnull)
-{
-	*isnull = (ts == 0);
-	return TimestampTzGetDatum(ts);
-}
-
-static Datum
-text_or_null(const char *s, bool *isnull)
-{
-	*isnull = (s[0] == '\0');
-	return *isnull ? (Datum) 0 : CStringGetTextDatum(s);
-}
-
 /* Add b into a: a route's counters over the workers. */
 static void
 merge_route(IsmRouteEntry *a, const IsmRouteEntry *b)
@@ -426,13 +412,13 @@ ism_stat_routes(PG_FUNCTION_ARGS)
 		values[c++] = CStringGetTextDatum(r->selector);
 		for (int k = 0; k < ISM_NUM_ROUTE_COUNTERS; k++)
 			values[c++] = Int64GetDatum(r->counters[k]);
-		values[c] = timestamp_or_null(r->last_message_at, &nulls[c]);
+		values[c] = ism_timestamp_or_null(r->last_message_at, &nulls[c]);
 		c++;
-		values[c] = text_or_null(r->last_error, &nulls[c]);
+		values[c] = ism_text_or_null(r->last_error, &nulls[c]);
 		c++;
-		values[c] = timestamp_or_null(r->last_error_at, &nulls[c]);
+		values[c] = ism_timestamp_or_null(r->last_error_at, &nulls[c]);
 		c++;
-		values[c] = timestamp_or_null(r->stats_reset, &nulls[c]);
+		values[c] = ism_timestamp_or_null(r->stats_reset, &nulls[c]);
 		c++;
 		Assert(c == lengthof(values));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
@@ -479,15 +465,15 @@ ism_stat_tables(PG_FUNCTION_ARGS)
 				DirectFunctionCall2(timestamp_mi, TimestampTzGetDatum(now),
 									TimestampTzGetDatum(t.oldest_pending_at));
 			c++;
-			values[c] = timestamp_or_null(t.last_flush_at, &nulls[c]);
+			values[c] = ism_timestamp_or_null(t.last_flush_at, &nulls[c]);
 			c++;
 			values[c++] = Int64GetDatum(t.counters[ISM_TC_DEAD_LETTERS]);
 			values[c++] = Int64GetDatum(t.counters[ISM_TC_FAILED_FLUSHES]);
-			values[c] = text_or_null(t.last_error, &nulls[c]);
+			values[c] = ism_text_or_null(t.last_error, &nulls[c]);
 			c++;
-			values[c] = timestamp_or_null(t.last_error_at, &nulls[c]);
+			values[c] = ism_timestamp_or_null(t.last_error_at, &nulls[c]);
 			c++;
-			values[c] = timestamp_or_null(t.stats_reset, &nulls[c]);
+			values[c] = ism_timestamp_or_null(t.stats_reset, &nulls[c]);
 			c++;
 			Assert(c == lengthof(values));
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);

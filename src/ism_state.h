@@ -95,6 +95,8 @@ extern void ism_stats_set_nats(IsmNatsState state, const char *server,
 							   int64 reconnects);
 extern void ism_stats_set_error(const char *message);
 extern void ism_stats_set_in_flight(int n);
+extern Datum ism_timestamp_or_null(TimestampTz ts, bool *isnull);
+extern Datum ism_text_or_null(const char *s, bool *isnull);
 extern void ism_report_activity(bool running, const char *what);
 extern void ism_stats_touch(void);
 /* Committed changes the workers follow (see ism_notify_change). */

@@ -292,15 +292,17 @@ ism_report_activity(bool running, const char *what)
 	SpinLockRelease(&my_slot->mutex);
 }
 
-static Datum
-timestamp_or_null(TimestampTz ts, bool *isnull)
+/* A view column: NULL for 0 (never) */
+Datum
+ism_timestamp_or_null(TimestampTz ts, bool *isnull)
 {
 	*isnull = (ts == 0);
 	return TimestampTzGetDatum(ts);
 }
 
-static Datum
-text_or_null(const char *s, bool *isnull)
+/* A view column: NULL for an empty string */
+Datum
+ism_text_or_null(const char *s, bool *isnull)
 {
 	*isnull = (s[0] == '\0');
 	return *isnull ? (Datum) 0 : CStringGetTextDatum(s);
@@ -343,18 +345,18 @@ ism_stat_worker(PG_FUNCTION_ARGS)
 		values[c++] = CStringGetTextDatum(ism_database);
 		values[c++] = CStringGetTextDatum(worker_state_name(copy.state));
 		values[c++] = CStringGetTextDatum(nats_state_name(copy.nats_state));
-		values[c] = text_or_null(copy.nats_server, &nulls[c]);
+		values[c] = ism_text_or_null(copy.nats_server, &nulls[c]);
 		c++;
-		values[c] = timestamp_or_null(copy.connected_since, &nulls[c]);
+		values[c] = ism_timestamp_or_null(copy.connected_since, &nulls[c]);
 		c++;
 		values[c++] = Int64GetDatum(copy.reconnects);
-		values[c] = text_or_null(copy.last_error, &nulls[c]);
+		values[c] = ism_text_or_null(copy.last_error, &nulls[c]);
 		c++;
-		values[c] = timestamp_or_null(copy.last_error_at, &nulls[c]);
+		values[c] = ism_timestamp_or_null(copy.last_error_at, &nulls[c]);
 		c++;
-		values[c] = timestamp_or_null(copy.started_at, &nulls[c]);
+		values[c] = ism_timestamp_or_null(copy.started_at, &nulls[c]);
 		c++;
-		values[c] = timestamp_or_null(copy.last_activity, &nulls[c]);
+		values[c] = ism_timestamp_or_null(copy.last_activity, &nulls[c]);
 		c++;
 		nulls[c] = (copy.pid == 0);
 		values[c++] = Int32GetDatum(copy.in_flight);

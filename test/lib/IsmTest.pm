@@ -11,6 +11,7 @@ use strict;
 use warnings;
 
 use Exporter 'import';
+use File::Copy ();
 use IPC::Run;
 use JSON::PP;
 use PostgreSQL::Test::Cluster;
@@ -19,7 +20,7 @@ use Time::HiRes qw(time);
 
 our @EXPORT = qw(new_ism_node nats_client worker_pids wait_for_workers
   count_log_matches elapsed_of thread_signal_masks start_collecting
-  finish_collecting);
+  finish_collecting start_example_stack add_tables_processor);
 
 my $client = ($ENV{TESTDIR} // '.') . '/test/ism-nats';
 
@@ -82,6 +83,45 @@ ism_state.nats_reconnect_wait = '500ms'
 ism_state.nats_connect_timeout = '1s'
 } . ($extra_conf // ''));
 	return $node;
+}
+
+# A nats-server and a started node with the extension, the example routing
+# file (as ism_state.routing_file) and the example catalog, its workers
+# connected and consuming.  Returns (nats, node).
+sub start_example_stack
+{
+	my ($name, $extra_conf) = @_;
+	my $nats = IsmTest::Nats->new($name)->start;
+	my $routing = "${PostgreSQL::Test::Utils::tmp_check}/routing-$name.yaml";
+	File::Copy::copy('test/data/routing.yaml', $routing) or die "copy: $!";
+	my $node = new_ism_node($name, $nats->url,
+		"ism_state.routing_file = '$routing'\n" . ($extra_conf // ''));
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION ism_state');
+	$node->safe_psql('postgres', slurp_file('test/data/catalog.sql'));
+	wait_for_workers($node, "state = 'running' AND nats_state = 'connected'")
+	  or die 'the workers did not connect';
+	# the workers subscribe once the routes are loaded
+	$node->poll_query_until('postgres', 'SELECT count(*) = 7 FROM ism_state.route')
+	  or die 'the routes were not loaded';
+	sleep 1;
+	return ($nats, $node);
+}
+
+# Another state-tables processor of the example project, fed from the
+# answers state; returns its route id (processor_state.id).
+sub add_tables_processor
+{
+	my ($node, $id, $properties) = @_;
+	my $state = 'e6a9c3d7-2b1f-4e85-9c4a-7f0d8b2e5c16';
+	$node->safe_psql('postgres', qq{
+		INSERT INTO processor (id, provider_id, project_id, status, properties)
+		VALUES ('$id', 'data/transformers/mixer/state-tables-1.0',
+				'5b8e2f14-9c3a-4d71-8e6f-2a9d7c4b1e03', 'CREATED', '$properties');
+		INSERT INTO processor_state (id, processor_id, state_id, direction, status)
+		VALUES ('$state:$id', '$id', '$state', 'INPUT', 'CREATED');
+	});
+	return "$state:$id";
 }
 
 # role => pid of the running workers, from pg_stat_activity.

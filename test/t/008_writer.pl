@@ -6,7 +6,6 @@
 use strict;
 use warnings;
 
-use File::Copy;
 use IsmTest;
 use JSON::PP;
 use PostgreSQL::Test::Utils;
@@ -17,15 +16,9 @@ my $tables = '3f2b6c1e-0d7a-4b8e-9a55-2f1c0b9e7d10';
 my $r2 = "e6a9c3d7-2b1f-4e85-9c4a-7f0d8b2e5c16:$tables";
 my $subject = 'data.transformers.state-tables';
 
-my $nats = IsmTest::Nats->new('writer')->start;
+my ($nats, $node) = start_example_stack('writer');
 my $url = $nats->url;
-my $routing = "${PostgreSQL::Test::Utils::tmp_check}/routing.yaml";
-copy('test/data/routing.yaml', $routing) or die $!;
-my $node = new_ism_node('writer', $url, "ism_state.routing_file = '$routing'\n");
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION ism_state');
-$node->safe_psql('postgres', slurp_file('test/data/catalog.sql'));
-wait_for_workers($node, "state = 'running' AND nats_state = 'connected'");
+my $routing = "${PostgreSQL::Test::Utils::tmp_check}/routing-writer.yaml";
 my $json = JSON::PP->new->canonical;
 
 sub props
@@ -61,11 +54,6 @@ sub wait_rows
 	# an error (no table yet) counts as not yet
 	return $node->poll_query_until('postgres', "SELECT count(*) = $n FROM " . qi($table));
 }
-
-# wait until the writer consumes (it subscribes once the routes are loaded)
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 7 FROM ism_state.route") or die;
-sleep 1;
 
 # --- the example message, a size-triggered flush ---------------------------------
 props({ tableName => 'answers', batchSize => 3, batchWindowTTL => 60, includeTimestamp => JSON::PP::true });

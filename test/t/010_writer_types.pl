@@ -7,7 +7,6 @@
 use strict;
 use warnings;
 
-use File::Copy;
 use IsmTest;
 use JSON::PP;
 use PostgreSQL::Test::Utils;
@@ -17,29 +16,13 @@ use Time::HiRes qw(time);
 my $tables = '3f2b6c1e-0d7a-4b8e-9a55-2f1c0b9e7d10';
 my $other = '0c9e4a2b-7d15-4f36-8b2e-5a1d3c7f9e42';
 my $r2 = "e6a9c3d7-2b1f-4e85-9c4a-7f0d8b2e5c16:$tables";
-my $r3 = "e6a9c3d7-2b1f-4e85-9c4a-7f0d8b2e5c16:$other";
+my $r3 = "e6a9c3d7-2b1f-4e85-9c4a-7f0d8b2e5c16:$other";	# add_tables_processor's
 my $subject = 'data.transformers.state-tables';
 
-my $nats = IsmTest::Nats->new('types')->start;
+my ($nats, $node) = start_example_stack('types');
 my $url = $nats->url;
-my $routing = "${PostgreSQL::Test::Utils::tmp_check}/routing.yaml";
-copy('test/data/routing.yaml', $routing) or die $!;
-my $node = new_ism_node('types', $url, "ism_state.routing_file = '$routing'\n");
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION ism_state');
-$node->safe_psql('postgres', slurp_file('test/data/catalog.sql'));
 # a second state-tables processor, with its own table
-$node->safe_psql('postgres', qq{
-	INSERT INTO processor (id, provider_id, project_id, status, properties)
-	VALUES ('$other', 'data/transformers/mixer/state-tables-1.0',
-			'5b8e2f14-9c3a-4d71-8e6f-2a9d7c4b1e03', 'CREATED',
-			'{"tableName": "other", "batchSize": 1, "includeTimestamp": false}');
-	INSERT INTO processor_state (id, processor_id, state_id, direction, status)
-	VALUES ('$r3', '$other', 'e6a9c3d7-2b1f-4e85-9c4a-7f0d8b2e5c16', 'INPUT', 'CREATED');
-});
-wait_for_workers($node, "state = 'running' AND nats_state = 'connected'");
-$node->poll_query_until('postgres', "SELECT count(*) = 7 FROM ism_state.route") or die;
-sleep 1;
+add_tables_processor($node, $other, '{"tableName": "other", "batchSize": 1, "includeTimestamp": false}');
 my $json = JSON::PP->new->canonical;
 my $table = "${tables}_typed";
 

@@ -7,7 +7,6 @@
 use strict;
 use warnings;
 
-use File::Copy;
 use IsmTest;
 use JSON::PP;
 use PostgreSQL::Test::Utils;
@@ -23,28 +22,13 @@ my $router_route = 'processor/state/router';
 my $writer_route = 'data/transformers/mixer/state-tables-1.0';
 my $writer_subject = 'data.transformers.state-tables';
 
-my $nats = IsmTest::Nats->new('stats')->start;
+my ($nats, $node) = start_example_stack('stats');
 my $url = $nats->url;
-my $routing = "${PostgreSQL::Test::Utils::tmp_check}/routing.yaml";
-copy('test/data/routing.yaml', $routing) or die $!;
-my $node = new_ism_node('stats', $url, "ism_state.routing_file = '$routing'\n");
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION ism_state');
-$node->safe_psql('postgres', slurp_file('test/data/catalog.sql'));
-$node->safe_psql('postgres', qq{
-	INSERT INTO processor (id, provider_id, project_id, status, properties)
-	VALUES ('$other', 'data/transformers/mixer/state-tables-1.0',
-			'5b8e2f14-9c3a-4d71-8e6f-2a9d7c4b1e03', 'CREATED',
-			'{"tableName": "other", "batchSize": 1, "includeTimestamp": false}');
-	INSERT INTO processor_state (id, processor_id, state_id, direction, status)
-	VALUES ('$r3', '$other', 'e6a9c3d7-2b1f-4e85-9c4a-7f0d8b2e5c16', 'INPUT', 'CREATED');
-	UPDATE processor SET properties =
-	  '{"tableName": "answers", "batchSize": 1, "includeTimestamp": false}'
-	 WHERE id = '$tables';
-});
-wait_for_workers($node, "state = 'running' AND nats_state = 'connected'");
-$node->poll_query_until('postgres', "SELECT count(*) = 7 FROM ism_state.route") or die;
-sleep 1;
+add_tables_processor($node, $other, '{"tableName": "other", "batchSize": 1, "includeTimestamp": false}');
+$node->safe_psql('postgres', q{UPDATE processor SET properties =
+	'{"tableName": "answers", "batchSize": 1, "includeTimestamp": false}'}
+	  . " WHERE id = '$tables'");
+Time::HiRes::sleep(1.2);	# the processor row is cached for a second
 $node->safe_psql('postgres', 'SELECT ism_state.pg_stat_ism_reset()');
 
 my $json = JSON::PP->new->canonical;
