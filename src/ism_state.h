@@ -25,6 +25,7 @@
 
 /* Settings (settings.c) */
 extern char *ism_database;
+extern char *ism_role;
 extern int	ism_writer_workers;
 extern char *ism_nats_url;
 extern char *ism_routing_file;

@@ -18,6 +18,7 @@
 #include "utils/guc.h"
 
 char	   *ism_database = NULL;
+char	   *ism_role = NULL;
 int			ism_writer_workers = 1;
 char	   *ism_nats_url = NULL;
 char	   *ism_routing_file = NULL;
@@ -60,6 +61,9 @@ ism_define_settings(void)
 	define_string("ism_state.database",
 				  "Database the ism_state workers connect to.",
 				  &ism_database, "postgres", PGC_POSTMASTER, 0);
+	define_string("ism_state.role",
+				  "Role the ism_state workers connect as (empty: the bootstrap superuser).",
+				  &ism_role, "", PGC_POSTMASTER, 0);
 
 	DefineCustomIntVariable("ism_state.writer_workers",
 							"Number of state-tables writer workers.",

@@ -742,13 +742,18 @@ ism_worker_main(Datum main_arg)
 	ism_stats_attach_worker(w.slot, w.role);
 	before_shmem_exit(close_nats_at_exit, (Datum) 0);
 
-	BackgroundWorkerInitializeConnection(ism_database, NULL, 0);
+	BackgroundWorkerInitializeConnection(ism_database, ism_role[0] ? ism_role : NULL, 0);
 	pgstat_report_appname(MyBgworkerEntry->bgw_name);
 	snprintf(w.client_name, sizeof(w.client_name), "%s [%s]",
 			 MyBgworkerEntry->bgw_name, ism_database);
 	ereport(LOG,
 			(errmsg("%s started in database \"%s\"",
 					MyBgworkerEntry->bgw_name, ism_database)));
+	if (!ism_role[0])
+		ereport(WARNING,
+				(errmsg("%s connects as the bootstrap superuser", MyBgworkerEntry->bgw_name),
+				 errhint("Set ism_state.role to a role with only the privileges the workers need "
+						 "(scripts/worker-role.sql).")));
 
 	apply_settings(&w);
 	if (w.role == ISM_ROLE_ROUTER)
