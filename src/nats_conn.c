@@ -72,6 +72,25 @@ describe_failure(natsStatus s, char *errbuf, size_t errlen)
 }
 
 /*
+ * A TLS server that wants a client certificate and gets none closes the
+ * connection after the handshake, which nats.c reports as a protocol error
+ * with nothing read: say what is most likely missing.
+ */
+static void
+explain_closed_tls(natsStatus s, char *errbuf, size_t errlen)
+{
+	size_t		len = strlen(errbuf);
+
+	if (s != NATS_PROTOCOL_ERROR || ism_nats_tls_cert[0] != '\0' ||
+		strstr(errbuf, "got ''") == NULL ||
+		(strncmp(ism_nats_url, "tls://", 6) != 0 && ism_nats_tls_ca[0] == '\0'))
+		return;
+	snprintf(errbuf + len, errlen - len,
+			 " (the server closed the TLS connection: does it require a client certificate?"
+			 " Set ism_state.nats_tls_cert and ism_state.nats_tls_key)");
+}
+
+/*
  * A secret setting holds the secret itself or "file:<path>", naming a file
  * whose first line is the secret.  The file form keeps the secret out of
  * the server log, where PostgreSQL writes every setting changed by a
@@ -214,6 +233,7 @@ ism_nats_connect(const char *client_name, char *errbuf, size_t errlen)
 	if (s != NATS_OK)
 	{
 		describe_failure(s, errbuf, errlen);
+		explain_closed_tls(s, errbuf, errlen);
 		natsConnection_Destroy(conn);
 		conn = NULL;
 	}
