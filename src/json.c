@@ -159,3 +159,21 @@ ism_json_print(const cJSON *item)
 	ism_json_append(&buf, item);
 	return buf.data;
 }
+
+/*
+ * false when a number in the tree is beyond double precision (1e400, say):
+ * cJSON reads it as infinity, which JSON cannot carry on and no column
+ * takes, so such a message is refused rather than changed.
+ */
+bool
+ism_json_all_finite(const cJSON *item)
+{
+	const cJSON *child;
+
+	if (cJSON_IsNumber(item))
+		return isfinite(item->valuedouble);
+	for (child = item->child; child; child = child->next)
+		if (!ism_json_all_finite(child))
+			return false;
+	return true;
+}

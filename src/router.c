@@ -844,6 +844,8 @@ parse(Inbound *in)
 	}
 	if (!cJSON_IsObject(in->root))
 		return fail(in, false, "message is not a JSON object");
+	if (!ism_json_all_finite(in->root))
+		return fail(in, false, "message has a number beyond double precision");
 	route_id = cJSON_GetObjectItemCaseSensitive(in->root, "route_id");
 	if (cJSON_IsString(route_id))
 		in->route_id = route_id->valuestring;

@@ -19,6 +19,7 @@ extern int	ism_router_replay_dead_letters(char *errbuf, size_t errlen);
 extern void ism_json_init(void);
 struct cJSON;
 extern char *ism_json_print(const struct cJSON *item);
+extern bool ism_json_all_finite(const struct cJSON *item);
 extern void ism_json_append(struct StringInfoData *buf, const struct cJSON *item);
 
 /* writer.c */

@@ -1430,6 +1430,8 @@ add_message(IsmMessage *m)
 	root = cJSON_ParseWithLengthOpts(m->data, m->len, NULL, false);
 	if (!cJSON_IsObject(root))
 		return give_up(m, NULL, root ? "message is not a JSON object" : "message is not valid JSON");
+	if (!ism_json_all_finite(root))
+		return give_up(m, NULL, "message has a number beyond double precision");
 	route = cJSON_GetObjectItem(root, "route_id");	/* any case, as Go */
 	if (!cJSON_IsString(route))
 		return give_up(m, NULL, "message without a \"route_id\" string");

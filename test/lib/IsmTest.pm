@@ -87,11 +87,12 @@ ism_state.nats_connect_timeout = '1s'
 
 # A nats-server and a started node with the extension, the example routing
 # file (as ism_state.routing_file) and the example catalog, its workers
-# connected and consuming.  Returns (nats, node).
+# connected and consuming; extra postgresql.conf and nats-server settings
+# may be given.  Returns (nats, node).
 sub start_example_stack
 {
-	my ($name, $extra_conf) = @_;
-	my $nats = IsmTest::Nats->new($name)->start;
+	my ($name, $extra_conf, $nats_conf) = @_;
+	my $nats = IsmTest::Nats->new($name, conf => $nats_conf)->start;
 	my $routing = "${PostgreSQL::Test::Utils::tmp_check}/routing-$name.yaml";
 	File::Copy::copy('test/data/routing.yaml', $routing) or die "copy: $!";
 	my $node = new_ism_node($name, $nats->url,
