@@ -17,6 +17,7 @@ PACKAGES=(
 	libipc-run-perl         # PostgreSQL::Test::Cluster needs IPC::Run
 	yamllint                # every YAML file is linted
 	python3-yaml            # test/check_manifests.py
+	openssl                 # test/t/013: the test's own CA and certificates
 )
 if [ "${1:-}" = --bench ]; then
 	PACKAGES+=(
