@@ -4,7 +4,9 @@
 #
 #   bench_start_stack [extra postgresql.conf lines]
 #
-# Builds and installs the extension first.  Sets work, psql_b, nats_b; stops everything on exit.  As root the cluster
+# Builds and installs the extension first.  Sets work, psql_b, nats_b; stops everything on exit.
+# (bench_init_cluster and bench_load_catalog are its two halves, for a
+# server started some other way: scripts/valgrind.sh.)  As root the cluster
 # runs as the postgres user (PostgreSQL refuses root).
 
 PGBIN=$(pg_config --bindir)
@@ -19,10 +21,12 @@ bench_cleanup() {
 	as_pg "$PGBIN/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true
 	[ -z "${NATS_PID:-}" ] || kill "$NATS_PID" 2>/dev/null || true
 	cp "$work/pg.log" /tmp/ism_state-bench-last.log 2>/dev/null || true
-	rm -rf "$work"
+	[ -n "${BENCH_KEEP:-}" ] || rm -rf "$work"
 }
 
-bench_start_stack() {
+# Build and install, start nats-server, make a cluster configured for
+# ism_state (not started).  BENCH_KEEP=1 keeps the scratch directory.
+bench_init_cluster() {	# [extra postgresql.conf lines]
 	local sudo=
 	[ "$(id -u)" -eq 0 ] || [ -w "$(pg_config --pkglibdir)" ] || sudo=sudo
 	make -s && make -s test/ism-nats && $sudo make -s install
@@ -43,13 +47,23 @@ ism_state.routing_file = '$work/routing.yaml'
 ${1:-}
 EOF
 	[ "$(id -u)" -ne 0 ] || chown -R postgres: "$work"
-	as_pg "$PGBIN/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w start >/dev/null
+}
+
+# The extension and the example catalog in the running cluster, once its
+# workers are connected.
+bench_load_catalog() {
 	psql_b -c 'CREATE EXTENSION ism_state'
 	psql_b -f test/data/catalog.sql >/dev/null
 	until [ "$(psql_b -c "SELECT bool_and(nats_state = 'connected') FROM ism_state.pg_stat_ism_worker")" = t ]; do
 		sleep 0.2
 	done
 	sleep 1
+}
+
+bench_start_stack() {	# [extra postgresql.conf lines]
+	bench_init_cluster "$@"
+	as_pg "$PGBIN/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w start >/dev/null
+	bench_load_catalog
 }
 
 consumer_field() {	# STREAM DURABLE FIELD
