@@ -20,7 +20,7 @@ use Time::HiRes qw(time);
 
 our @EXPORT = qw(new_ism_node nats_client worker_pids wait_for_workers
   count_log_matches elapsed_of thread_signal_masks start_collecting
-  finish_collecting start_example_stack add_tables_processor);
+  finish_collecting start_example_stack add_tables_processor set_properties);
 
 my $client = ($ENV{TESTDIR} // '.') . '/test/ism-nats';
 
@@ -123,6 +123,16 @@ sub add_tables_processor
 		VALUES ('$state:$id', '$id', '$state', 'INPUT', 'CREATED');
 	});
 	return "$state:$id";
+}
+
+# Set a processor's properties (a hash, as JSON); the workers cache the
+# processor row for a second, so this returns once they see the change.
+sub set_properties
+{
+	my ($node, $processor, $properties) = @_;
+	$node->safe_psql('postgres', "UPDATE processor SET properties = \$j\$"
+		  . JSON::PP->new->canonical->encode($properties) . "\$j\$ WHERE id = '$processor'");
+	Time::HiRes::sleep(1.2);
 }
 
 # role => pid of the running workers, from pg_stat_activity.

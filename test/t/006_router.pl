@@ -56,14 +56,7 @@ sub route
 }
 
 # Processor rows are cached for a second: a change applies within 2 s.
-sub props
-{
-	my ($processor, $props) = @_;
-	$node->safe_psql('postgres',
-		"UPDATE processor SET properties = \$j\$" . $json->encode($props)
-		  . "\$j\$ WHERE id = '$processor'");
-	Time::HiRes::sleep(1.2);
-}
+sub props { set_properties($node, @_); }
 
 # --- query_state_entry (§3.1) -------------------------------------------------
 my $entries = [ { question => 'q1', score => 0.5, meta => { k => 1 }, x => undef },

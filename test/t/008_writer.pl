@@ -21,13 +21,7 @@ my $url = $nats->url;
 my $routing = "${PostgreSQL::Test::Utils::tmp_check}/routing-writer.yaml";
 my $json = JSON::PP->new->canonical;
 
-sub props
-{
-	my ($props) = @_;
-	$node->safe_psql('postgres', "UPDATE processor SET properties = \$j\$"
-		  . $json->encode($props) . "\$j\$ WHERE id = '$tables'");
-	Time::HiRes::sleep(1.2);	# the processor row is cached for a second
-}
+sub props { set_properties($node, $tables, @_); }
 
 sub send_records
 {

@@ -26,13 +26,7 @@ add_tables_processor($node, $other, '{"tableName": "other", "batchSize": 1, "inc
 my $json = JSON::PP->new->canonical;
 my $table = "${tables}_typed";
 
-sub props
-{
-	my ($props) = @_;
-	$node->safe_psql('postgres', "UPDATE processor SET properties = \$j\$"
-		  . $json->encode($props) . "\$j\$ WHERE id = '$tables'");
-	Time::HiRes::sleep(1.2);	# the processor row is cached for a second
-}
+sub props { set_properties($node, $tables, @_); }
 
 sub send_records
 {
