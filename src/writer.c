@@ -6,16 +6,20 @@
  * Records arriving on the state-tables route are batched per processor and
  * written into the processor's table in ism_state.data_schema, which is
  * created on the first flush and given a column for every new key, in the
- * same transaction as the rows.  A flush is one transaction that also
- * records the stream sequences of the messages it applies in
- * ism_state.applied; a message found there (redelivered after a commit
- * whose ack was lost) is acknowledged without being written again.  Messages
- * are acknowledged only after that commit.  Then COMPLETED goes to the
- * monitor route, once per route in the flush.
+ * same transaction as the rows.  The batches due are flushed in one
+ * transaction, each in a subtransaction of its own (a batch that fails
+ * rolls back alone), which also records the stream sequences of the
+ * messages applied in ism_state.applied; a message found there
+ * (redelivered after a commit whose ack was lost) is acknowledged without
+ * being written again.  Messages are acknowledged only after that commit.
+ * Then COMPLETED goes to the monitor route, once per route written to.
  *
- * Values are written as TEXT, as upstream: strings as they are, numbers
+ * Rows go in through PostgreSQL's COPY machinery, fed from memory.  Values
+ * are written as TEXT by default, as upstream: strings as they are, numbers
  * and booleans in their JSON form, objects and arrays as compact JSON
- * (upstream could not write those), null as NULL.
+ * (upstream could not write those), null as NULL; "columnTypes": "infer"
+ * types new columns (column_types.c).  A batch remembers its table's
+ * columns, so a flush whose keys are known needs no catalog lookup.
  *
  *-------------------------------------------------------------------------
  */
