@@ -693,6 +693,7 @@ query_state_route(Inbound *in)
 
 	if (route_id == NULL || !load_route_row(in, route_id, &processor_id, &state_id))
 		return OUTCOME_PERMANENT;
+	ism_report_activity(true, psprintf("replaying route %s", route_id));
 	args[0] = CStringGetTextDatum(state_id ? state_id : "");
 	if (!run_plan(PLAN_STATE, args, 1))
 		return fail(in, false, "state %s of route %s not found", state_id ? state_id : "(null)", route_id);

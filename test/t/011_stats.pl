@@ -122,6 +122,10 @@ is(table_stats($other_table, 'records, batches, ddl_changes, dead_letters, last_
 is($node->safe_psql('postgres',
 		"SELECT string_agg(role || ':' || in_flight, ',' ORDER BY worker) FROM ism_state.pg_stat_ism_worker"),
 	'router:0,writer:0', 'nothing in flight once all is settled');
+is($node->safe_psql('postgres',
+		'SELECT count(*) FILTER (WHERE w.activity = a.query) || \'/\' || count(*)'
+		  . ' FROM ism_state.pg_stat_ism_worker w JOIN pg_stat_activity a USING (pid)'),
+	'2/2', 'the view\'s activity is what pg_stat_activity shows');
 
 # pending records show while a batch waits
 $node->safe_psql('postgres', "UPDATE processor SET properties = "
