@@ -18,6 +18,8 @@ PACKAGES=(
 	yamllint                # every YAML file is linted
 	python3-yaml            # test/check_manifests.py
 	openssl                 # test/t/013: the test's own CA and certificates
+	clang                   # scripts/fuzz.sh: libFuzzer targets
+	libclang-rt-14-dev      # libFuzzer and the sanitizers' runtimes for clang
 )
 if [ "${1:-}" = --bench ]; then
 	PACKAGES+=(

@@ -2,7 +2,8 @@
 # The one test command: installs what is missing, builds (warnings are
 # errors), installs the extension, then runs pg_regress (sql_tests/) and
 # the TAP integration tests (test/t/) against throwaway PostgreSQL clusters
-# and nats-servers on loopback.
+# and nats-servers on loopback, then the libFuzzer targets for a bounded
+# time (FUZZ_SECONDS each, default 30).
 #
 #   scripts/test.sh                  everything
 #   PROVE_TESTS=test/t/001_worker.pl scripts/test.sh   one TAP file
@@ -57,4 +58,6 @@ else
 	run_tests . || status=$?
 	[ $status -eq 0 ] || show_failures .
 fi
+echo "== fuzzing (${FUZZ_SECONDS:-30} s a target)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-30}" || status=$?
 exit $status

@@ -21,9 +21,11 @@
 #include "ism_state.h"
 
 #include <ctype.h>
+#include <math.h>
 
 #include <cjson/cJSON.h>
 
+#include "common/shortest_dec.h"
 #include "lib/stringinfo.h"
 
 #include "router.h"
@@ -152,9 +154,16 @@ value_to_text(const Value *v)
 		case V_BOOL:
 			return pstrdup(v->boolean ? "True" : "False");
 		case V_NUMBER:
-			if (v->number == (double) (int64) v->number)
+			/* a whole number in int64's range as one (found by fuzzing: the cast was undefined beyond it) */
+			if (floor(v->number) == v->number && fabs(v->number) < 9.2e18)
 				return psprintf(INT64_FORMAT, (int64) v->number);
-			return psprintf("%.17g", v->number);
+			else
+			{
+				char		text[DOUBLE_SHORTEST_DECIMAL_LEN];
+
+				double_to_shortest_decimal_buf(v->number, text);	/* as Python's repr */
+				return pstrdup(text);
+			}
 		default:
 			return pstrdup(v->text);
 	}

@@ -18,6 +18,7 @@ extern int	ism_router_replay_dead_letters(char *errbuf, size_t errlen);
 /* json.c */
 extern void ism_json_init(void);
 struct cJSON;
+struct StringInfoData;
 extern char *ism_json_print(const struct cJSON *item);
 extern bool ism_json_all_finite(const struct cJSON *item);
 extern void ism_json_append(struct StringInfoData *buf, const struct cJSON *item);
