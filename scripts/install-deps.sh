@@ -18,6 +18,7 @@ PACKAGES=(
 	yamllint                # every YAML file is linted
 	python3-yaml            # test/check_manifests.py
 	openssl                 # test/t/013: the test's own CA and certificates
+	python3-cryptography    # test/lib/nats_jwt.py: NATS nkeys and JWTs for test/t/013 (no nsc in Debian)
 	clang                   # scripts/fuzz.sh: libFuzzer targets
 	libclang-rt-14-dev      # libFuzzer and the sanitizers' runtimes for clang
 )
