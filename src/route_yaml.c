@@ -7,8 +7,9 @@
  * and keeps every node's position, so each error can name its line and
  * column.  Scalars are typed by the YAML 1.1 rules PyYAML's safe_load
  * applies (the upstream router reads the file with it); "<<" merge keys
- * work as there.  Limits on size, depth and node visits keep a hostile
- * document (an alias bomb, say) from costing more than a clear error.
+ * work as there.  Limits on size, depth, node visits, keys collected and
+ * JSON made keep a hostile document (an alias bomb, say) from costing more
+ * than a clear error.
  *
  *-------------------------------------------------------------------------
  */
@@ -26,13 +27,22 @@
 #define ROUTING_MAX_BYTES	(16 * 1024 * 1024)
 #define ROUTING_MAX_ROUTES	100000
 #define ROUTING_MAX_DEPTH	64
-/* nodes visited while typing values: bounds alias expansion */
+/*
+ * Alias expansion is bounded three ways: by the nodes visited while typing
+ * values, by the key-value pairs collected (a "<<" merge of an aliased
+ * mapping costs one visit, but all its keys: 40 for each of the most
+ * routes), and by the bytes of JSON made of the values.
+ */
 #define ROUTING_MAX_VISITS	1000000
+#define ROUTING_MAX_PAIRS	(40 * ROUTING_MAX_ROUTES)
+#define ROUTING_MAX_JSON_BYTES	(4 * ROUTING_MAX_BYTES)
 
 typedef struct YamlDoc
 {
 	yaml_document_t doc;
 	long		visits_left;
+	long		pairs_left;
+	long		json_bytes_left;
 	List	   *specs;			/* the routes parsed so far */
 } YamlDoc;
 
@@ -149,9 +159,12 @@ looks_like_float(const char *s)
 	return *end == '\0' && errno == 0;
 }
 
-/* Type a scalar as PyYAML's safe_load would (YAML 1.1 core types). */
+/*
+ * Type a scalar as PyYAML's safe_load would (YAML 1.1 core types), leaving
+ * v->json unset (append_scalar_json makes it).
+ */
 static void
-type_scalar(yaml_node_t *node, RouteValue *v)
+classify_scalar(yaml_node_t *node, RouteValue *v)
 {
 	static const char *const nulls[] = {"", "~", "null", "Null", "NULL", NULL};
 	static const char *const trues[] = {"true", "True", "TRUE", "yes", "Yes",
@@ -159,9 +172,8 @@ type_scalar(yaml_node_t *node, RouteValue *v)
 	static const char *const falses[] = {"false", "False", "FALSE", "no", "No",
 	"NO", "off", "Off", "OFF", NULL};
 	const char *s = scalar_text(node);
-	StringInfoData json;
 
-	initStringInfo(&json);
+	memset(v, 0, sizeof(*v));
 	v->text = s;
 	v->kind = RV_STRING;
 	if (is_plain(node))
@@ -181,52 +193,131 @@ type_scalar(yaml_node_t *node, RouteValue *v)
 		else if (looks_like_float(s))
 			v->kind = RV_FLOAT;
 	}
+}
 
+/* A scalar typed by classify_scalar, as JSON. */
+static void
+append_scalar_json(StringInfo out, const RouteValue *v)
+{
 	switch (v->kind)
 	{
 		case RV_NULL:
-			appendStringInfoString(&json, "null");
+			appendStringInfoString(out, "null");
 			break;
 		case RV_BOOL:
-			appendStringInfoString(&json, v->boolean ? "true" : "false");
+			appendStringInfoString(out, v->boolean ? "true" : "false");
 			break;
 		case RV_INT:
-			appendStringInfo(&json, INT64_FORMAT, v->integer);
+			appendStringInfo(out, INT64_FORMAT, v->integer);
 			break;
 		case RV_FLOAT:
 			{
-				double		d = strtod(s, NULL);
+				double		d = strtod(v->text, NULL);
 
 				if (isfinite(d))
-					appendStringInfo(&json, "%.17g", d);
+					appendStringInfo(out, "%.17g", d);
 				else
-					escape_json(&json, s);
+					escape_json(out, v->text);
 				break;
 			}
 		default:
-			escape_json(&json, s);
+			escape_json(out, v->text);
 			break;
 	}
-	v->json = json.data;
 }
+
+/* A scalar typed, with its JSON in memory of its size. */
+static void
+type_scalar(yaml_node_t *node, RouteValue *v)
+{
+	StringInfoData json;
+
+	classify_scalar(node, v);
+	initStringInfo(&json);
+	append_scalar_json(&json, v);
+	v->json = pstrdup(json.data);
+	pfree(json.data);
+}
+
+#define TOO_COMPLEX "document too complex (too many nodes, or aliases expanding too far)"
 
 static void
 spend_visit(YamlDoc *yd, yaml_node_t *node, int depth)
 {
 	if (--yd->visits_left < 0)
-		yaml_fail(node, "document too complex (too many nodes, or aliases expanding too far)");
+		yaml_fail(node, TOO_COMPLEX);
 	if (depth > ROUTING_MAX_DEPTH)
 		yaml_fail(node, psprintf("nested deeper than %d levels", ROUTING_MAX_DEPTH));
 }
 
+static void
+spend_pair(YamlDoc *yd, yaml_node_t *node)
+{
+	if (--yd->pairs_left < 0)
+		yaml_fail(node, TOO_COMPLEX);
+}
+
+static void
+spend_json_bytes(YamlDoc *yd, yaml_node_t *node, int bytes)
+{
+	yd->json_bytes_left -= bytes;
+	if (yd->json_bytes_left < 0)
+		yaml_fail(node, TOO_COMPLEX);
+}
+
+/* A pair of a mapping, and its place among the mapping's pairs. */
+typedef struct PlacedPair
+{
+	YamlPair   *pair;
+	int			place;
+} PlacedPair;
+
+static int
+compare_placed_pairs(const void *a, const void *b)
+{
+	const PlacedPair *pa = a;
+	const PlacedPair *pb = b;
+	int			c = strcmp(pa->pair->key, pb->pair->key);
+
+	return c != 0 ? c : pa->place - pb->place;
+}
+
+/*
+ * pairs[0..n) sorted by key, then place: a key's first place starts its
+ * run.  Sorting, not comparing every key with every other, keeps a mapping
+ * of many keys from costing their number squared.
+ */
+static PlacedPair *
+sort_pairs(YamlPair **pairs, int n)
+{
+	PlacedPair *sorted = palloc(sizeof(PlacedPair) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+	{
+		sorted[i].pair = pairs[i];
+		sorted[i].place = i;
+	}
+	qsort(sorted, n, sizeof(PlacedPair), compare_placed_pairs);
+	return sorted;
+}
+
 /*
  * Collect the pairs of a mapping into *pairs (empty on entry): its own keys
- * first, then those of "<<" merges that it does not set itself.
+ * first, then those of "<<" merges that it does not set itself (of a key
+ * several merges set, the first one's).
  */
 static void
 collect_pairs(YamlDoc *yd, yaml_node_t *map, int depth, List **pairs)
 {
+	int			npairs = map->data.mapping.pairs.top - map->data.mapping.pairs.start;
+	YamlPair  **candidates = palloc(sizeof(YamlPair *) * Max(npairs, 1));
+	int			nown = 0;
+	yaml_node_t *bad_key = NULL;	/* the first key that is not a string */
 	List	   *merges = NIL;
+	PlacedPair *sorted;
+	int			run = 0;
+	int			repeat = -1;
+	int			repeat_first = -1;
 
 	spend_visit(yd, map, depth);
 	for (yaml_node_pair_t *p = map->data.mapping.pairs.start;
@@ -234,36 +325,59 @@ collect_pairs(YamlDoc *yd, yaml_node_t *map, int depth, List **pairs)
 	{
 		yaml_node_t *k = yaml_document_get_node(&yd->doc, p->key);
 		yaml_node_t *v = yaml_document_get_node(&yd->doc, p->value);
-		const char *key;
-		ListCell   *lc;
 		YamlPair   *pair;
 
 		if (k->type != YAML_SCALAR_NODE)
-			yaml_fail(k, psprintf("keys must be strings, found %s", node_kind(k)));
-		key = scalar_text(k);
-		if (strcmp(key, "<<") == 0 && is_plain(k))
+		{
+			bad_key = k;
+			break;
+		}
+		if (strcmp(scalar_text(k), "<<") == 0 && is_plain(k))
 		{
 			merges = lappend(merges, v);
 			continue;
 		}
-		/* *pairs holds this mapping's own keys so far */
-		foreach(lc, *pairs)
-		{
-			YamlPair   *seen = lfirst(lc);
-
-			if (strcmp(seen->key, key) == 0)
-				yaml_fail(k, psprintf("key \"%s\" appears twice in this mapping (also at line %d)",
-									  key, (int) seen->key_node->start_mark.line + 1));
-		}
+		spend_pair(yd, k);
 		pair = palloc(sizeof(YamlPair));
-		pair->key = key;
+		pair->key = scalar_text(k);
 		pair->key_node = k;
 		pair->value = v;
-		*pairs = lappend(*pairs, pair);
+		candidates[nown++] = pair;
+	}
+
+	/* of the own keys before any error, the first given twice */
+	sorted = sort_pairs(candidates, nown);
+	for (int i = 1; i < nown; i++)
+	{
+		if (strcmp(sorted[run].pair->key, sorted[i].pair->key) != 0)
+			run = i;
+		else if (repeat < 0 || sorted[i].place < sorted[repeat].place)
+		{
+			repeat = i;
+			repeat_first = run;
+		}
+	}
+	if (repeat >= 0)
+		yaml_fail(sorted[repeat].pair->key_node,
+				  psprintf("key \"%s\" appears twice in this mapping (also at line %d)",
+						   sorted[repeat].pair->key,
+						   (int) sorted[repeat_first].pair->key_node->start_mark.line + 1));
+	if (bad_key)
+		yaml_fail(bad_key, psprintf("keys must be strings, found %s", node_kind(bad_key)));
+	pfree(sorted);
+	for (int i = 0; i < nown; i++)
+		*pairs = lappend(*pairs, candidates[i]);
+	if (merges == NIL)
+	{
+		pfree(candidates);
+		return;
 	}
 
 	/* merged keys fill in what the mapping does not say itself */
 	{
+		int			ncandidates = nown;
+		int			space = Max(npairs, 1);
+		bool	   *counts;
 		ListCell   *lc;
 
 		foreach(lc, merges)
@@ -291,20 +405,34 @@ collect_pairs(YamlDoc *yd, yaml_node_t *map, int depth, List **pairs)
 				collect_pairs(yd, src, depth + 1, &merged);
 				foreach(mc, merged)
 				{
-					YamlPair   *mp = lfirst(mc);
-					bool		present = false;
-					ListCell   *pc;
-
-					foreach(pc, *pairs)
-						if (strcmp(((YamlPair *) lfirst(pc))->key, mp->key) == 0)
-							present = true;
-					if (!present)
-						*pairs = lappend(*pairs, mp);
+					if (ncandidates == space)
+					{
+						space *= 2;
+						candidates = repalloc(candidates, sizeof(YamlPair *) * space);
+					}
+					candidates[ncandidates++] = lfirst(mc);
 				}
 			}
 			if (sources == NIL)
 				yaml_fail(m, "\"<<\" merges a mapping or a list of mappings");
 		}
+
+		/* the first place of each key counts: own keys, then merges in order */
+		sorted = sort_pairs(candidates, ncandidates);
+		counts = palloc0(sizeof(bool) * ncandidates);
+		for (int i = 0; i < ncandidates; i++)
+			if (i == 0 || strcmp(sorted[i - 1].pair->key, sorted[i].pair->key) != 0)
+				counts[sorted[i].place] = true;
+		for (int i = nown; i < ncandidates; i++)
+		{
+			if (!counts[i])
+				continue;
+			spend_pair(yd, candidates[i]->key_node);
+			*pairs = lappend(*pairs, candidates[i]);
+		}
+		pfree(sorted);
+		pfree(counts);
+		pfree(candidates);
 	}
 }
 
@@ -330,9 +458,11 @@ yaml_node_to_json(YamlDoc *yd, yaml_node_t *node, int depth, StringInfo out)
 	if (node->type == YAML_SCALAR_NODE)
 	{
 		RouteValue	v;
+		int			start = out->len;
 
-		type_scalar(node, &v);
-		appendStringInfoString(out, v.json);
+		classify_scalar(node, &v);
+		append_scalar_json(out, &v);
+		spend_json_bytes(yd, node, out->len - start);
 	}
 	else if (node->type == YAML_SEQUENCE_NODE)
 	{
@@ -356,10 +486,12 @@ yaml_node_to_json(YamlDoc *yd, yaml_node_t *node, int depth, StringInfo out)
 		foreach(lc, pairs)
 		{
 			YamlPair   *p = lfirst(lc);
+			int			start = out->len;
 
 			if (lc != list_head(pairs))
 				appendStringInfoString(out, ", ");
 			escape_json(out, p->key);
+			spend_json_bytes(yd, p->key_node, out->len - start);
 			appendStringInfoString(out, ": ");
 			yaml_node_to_json(yd, p->value, depth + 1, out);
 		}
@@ -375,13 +507,15 @@ yaml_value(YamlDoc *yd, yaml_node_t *node, RouteValue *v)
 	if (node->type == YAML_SCALAR_NODE)
 	{
 		type_scalar(node, v);
+		spend_json_bytes(yd, node, strlen(v->json));
 		return;
 	}
 	memset(v, 0, sizeof(*v));
 	v->kind = node->type == YAML_SEQUENCE_NODE ? RV_SEQUENCE : RV_MAPPING;
 	initStringInfo(&json);
 	yaml_node_to_json(yd, node, 1, &json);
-	v->json = json.data;
+	v->json = pstrdup(json.data);
+	pfree(json.data);
 }
 
 static RouteSpec *
@@ -413,6 +547,7 @@ parse_route(YamlDoc *yd, yaml_node_t *entry, int number)
 		YamlPair   *p = lfirst(lc);
 		RouteValue	v;
 
+		spend_json_bytes(yd, p->key_node, strlen(p->key));	/* a key kept in extra */
 		yaml_value(yd, p->value, &v);
 		if (!route_spec_set(spec, p->key, &v, &error))
 			yaml_fail(p->value, psprintf("%s, key \"%s\": %s", label, p->key, error));
@@ -501,12 +636,43 @@ parse_document(YamlDoc *yd)
 	check_unique_selectors(yd->specs);
 }
 
+/*
+ * libyaml reports what its reader refuses (bad UTF-8, a control character)
+ * at a byte offset, with no mark: the line and column of that byte.
+ */
+static void
+pg_attribute_noreturn()
+reader_fail(yaml_parser_t *parser, const char *problem)
+{
+	const unsigned char *start = parser->input.string.start;
+	const unsigned char *end = parser->input.string.end;
+	const unsigned char *bad = start + Min(parser->problem_offset, (size_t) (end - start));
+	int			line = 1;
+	int			column = 1;
+
+	for (const unsigned char *p = start; p < bad; p++)
+	{
+		if (*p == '\n' || (*p == '\r' && (p + 1 == end || p[1] != '\n')))
+		{
+			line++;
+			column = 1;
+		}
+		else if ((*p & 0xC0) != 0x80)	/* not a UTF-8 continuation byte */
+			column++;
+	}
+	if (parser->problem_value >= 0)
+		problem = psprintf("%s (#x%02X)", problem, parser->problem_value);
+	yaml_fail_at(line, column, problem);
+}
+
 static void
 pg_attribute_noreturn()
 parser_fail(yaml_parser_t *parser)
 {
 	const char *problem = parser->problem ? parser->problem : "cannot parse";
 
+	if (parser->error == YAML_READER_ERROR)
+		reader_fail(parser, problem);
 	if (parser->context)
 		yaml_fail_at((int) parser->problem_mark.line + 1,
 					 (int) parser->problem_mark.column + 1,
@@ -559,6 +725,8 @@ ism_parse_routing_yaml(const char *yaml, size_t len)
 				 errmsg("routing YAML contains a NUL byte")));
 
 	yd.visits_left = ROUTING_MAX_VISITS;
+	yd.pairs_left = ROUTING_MAX_PAIRS;
+	yd.json_bytes_left = ROUTING_MAX_JSON_BYTES;
 	yd.specs = NIL;
 	if (!yaml_parser_initialize(&parser))
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY),
