@@ -49,6 +49,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "copy_text.h"
 #include "router.h"
 
 #define MONITOR_SELECTOR	"processor/monitor"
@@ -807,78 +808,6 @@ read_copy_source(void *outbuf, int minread, int maxread)
 	return n;
 }
 
-/* A value in COPY's text format: backslash escapes for what delimits. */
-static void
-append_copy_value(StringInfo buf, const char *text)
-{
-	const char *start = text;
-	const char *p;
-
-	for (p = text; *p; p++)
-	{
-		char		c = *p;
-
-		if (c != '\\' && c != '\t' && c != '\n' && c != '\r')
-			continue;
-		appendBinaryStringInfo(buf, start, p - start);
-		appendStringInfoString(buf, c == '\\' ? "\\\\" : c == '\t' ? "\\t" :
-							   c == '\n' ? "\\n" : "\\r");
-		start = p + 1;
-	}
-	appendBinaryStringInfo(buf, start, p - start);
-}
-
-/*
- * A record value in COPY's text format: strings as they are, numbers and
- * booleans in their JSON text, objects and arrays as compact JSON, null as
- * \N.  json is scratch space.
- */
-static void
-append_copy_field(StringInfo buf, const cJSON *v, StringInfo json)
-{
-	if (v == NULL || cJSON_IsNull(v))
-		appendStringInfoString(buf, "\\N");
-	else if (cJSON_IsString(v))
-		append_copy_value(buf, v->valuestring);
-	else if (cJSON_IsNumber(v) || cJSON_IsBool(v))
-		ism_json_append(buf, v);	/* nothing to escape */
-	else
-	{
-		resetStringInfo(json);
-		ism_json_append(json, v);
-		append_copy_value(buf, json->data);
-	}
-}
-
-/* The records as COPY text, one line each, columns in f->keys' order. */
-static StringInfo
-copy_text(Flush *f, List *rows)
-{
-	int			ncols = list_length(f->keys);
-	const cJSON **values = palloc(sizeof(cJSON *) * ncols);
-	StringInfo	buf = makeStringInfo();
-	StringInfo	json = makeStringInfo();
-	ListCell   *lc;
-
-	foreach(lc, rows)
-	{
-		const cJSON *field;
-		int			pos = 0;
-
-		memset(values, 0, sizeof(cJSON *) * ncols);
-		cJSON_ArrayForEach(field, (cJSON *) lfirst(lc))
-			values[field_index(f->keys, pos++, field->string)] = field;
-		for (int c = 0; c < ncols; c++)
-		{
-			if (c > 0)
-				appendStringInfoChar(buf, '\t');
-			append_copy_field(buf, values[c], json);
-		}
-		appendStringInfoChar(buf, '\n');
-	}
-	return buf;
-}
-
 /*
  * The records of the messages to apply, into the table through COPY's own
  * machinery (multi-row heap inserts, index and trigger handling, its
@@ -906,7 +835,7 @@ copy_rows(Flush *f)
 	nsitem->p_rte->requiredPerms = ACL_INSERT;
 	ExecCheckRTPerms(pstate->p_rtable, true);
 
-	copy_source = copy_text(f, records_to_apply(f));
+	copy_source = ism_copy_text(f->keys, records_to_apply(f));
 	copy_source_read = 0;
 	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, read_copy_source, columns, options);
 	f->written += (int) CopyFrom(cstate);

@@ -1,0 +1,116 @@
+/*-------------------------------------------------------------------------
+ *
+ * copy_text.c
+ *	  The state-tables writer's records as rows in COPY's text format.
+ *
+ * The writer feeds its rows to PostgreSQL's COPY machinery from memory
+ * (writer.c); this is the text it feeds.  Values are written as TEXT
+ * columns take them, as upstream: strings as they are, numbers and
+ * booleans in their JSON form, objects and arrays as compact JSON, null
+ * as NULL.  No SPI, no relation: fuzz/fuzz_record_row.c runs it as it is.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "copy_text.h"
+
+#include <cjson/cJSON.h>
+
+#include "router.h"
+
+/* A value in COPY's text format: backslash escapes for what delimits. */
+static void
+append_copy_value(StringInfo buf, const char *text)
+{
+	const char *start = text;
+	const char *p;
+
+	for (p = text; *p; p++)
+	{
+		char		c = *p;
+
+		if (c != '\\' && c != '\t' && c != '\n' && c != '\r')
+			continue;
+		appendBinaryStringInfo(buf, start, p - start);
+		appendStringInfoString(buf, c == '\\' ? "\\\\" : c == '\t' ? "\\t" :
+							   c == '\n' ? "\\n" : "\\r");
+		start = p + 1;
+	}
+	appendBinaryStringInfo(buf, start, p - start);
+}
+
+/*
+ * A record value in COPY's text format: strings as they are, numbers and
+ * booleans in their JSON text, objects and arrays as compact JSON, null as
+ * \N.  json is scratch space.
+ */
+static void
+append_copy_field(StringInfo buf, const cJSON *v, StringInfo json)
+{
+	if (v == NULL || cJSON_IsNull(v))
+		appendStringInfoString(buf, "\\N");
+	else if (cJSON_IsString(v))
+		append_copy_value(buf, v->valuestring);
+	else if (cJSON_IsNumber(v) || cJSON_IsBool(v))
+		ism_json_append(buf, v);	/* nothing to escape */
+	else
+	{
+		resetStringInfo(json);
+		ism_json_append(json, v);
+		append_copy_value(buf, json->data);
+	}
+}
+
+/*
+ * A record field's column: records mostly list their keys in the same
+ * order, so the column at the field's own position is tried first.
+ */
+static int
+column_of(List *keys, int pos, const char *key)
+{
+	ListCell   *lc;
+
+	if (pos < list_length(keys) && strcmp(list_nth(keys, pos), key) == 0)
+		return pos;
+	foreach(lc, keys)
+		if (strcmp(lfirst(lc), key) == 0)
+		return foreach_current_index(lc);
+	elog(ERROR, "record key \"%s\" is not one of the columns", key);
+	return -1;					/* keep the compiler quiet */
+}
+
+/*
+ * The records (cJSON objects) as COPY text, one line each, a column for
+ * each of keys (char *) in that order: every key of every record must be
+ * one.  A key a record does not have is NULL; of a key it has twice, the
+ * last value counts (as in Python's json.loads).
+ */
+StringInfo
+ism_copy_text(List *keys, List *rows)
+{
+	int			ncols = list_length(keys);
+	const cJSON **values = palloc(sizeof(cJSON *) * ncols);
+	StringInfo	buf = makeStringInfo();
+	StringInfo	json = makeStringInfo();
+	ListCell   *lc;
+
+	foreach(lc, rows)
+	{
+		const cJSON *field;
+		int			pos = 0;
+
+		memset(values, 0, sizeof(cJSON *) * ncols);
+		cJSON_ArrayForEach(field, (cJSON *) lfirst(lc))
+			values[column_of(keys, pos++, field->string)] = field;
+		for (int c = 0; c < ncols; c++)
+		{
+			if (c > 0)
+				appendStringInfoChar(buf, '\t');
+			append_copy_field(buf, values[c], json);
+		}
+		appendStringInfoChar(buf, '\n');
+	}
+	pfree(values);
+	pfree(json->data);
+	pfree(json);
+	return buf;
+}

@@ -1,0 +1,18 @@
+/*-------------------------------------------------------------------------
+ *
+ * copy_text.h
+ *	  Records (cJSON objects) as rows in COPY's text format (copy_text.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ISM_COPY_TEXT_H
+#define ISM_COPY_TEXT_H
+
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+
+extern StringInfo ism_copy_text(List *keys, List *rows);
+
+#endif							/* ISM_COPY_TEXT_H */
