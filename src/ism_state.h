@@ -23,6 +23,9 @@
 /* Upper bound of ism_state.writer_workers; the router is one more worker. */
 #define ISM_MAX_WRITERS		16
 
+/* Most servers ism_state.nats_url may list. */
+#define ISM_MAX_NATS_SERVERS	32
+
 /* Settings (settings.c) */
 extern char *ism_database;
 extern char *ism_role;
@@ -51,6 +54,9 @@ extern int	ism_writer_batch_max_kb;
 extern int	ism_writer_max_pending_records;
 extern int	ism_writer_max_pending_kb;
 extern int	ism_max_tracked_tables;
+extern char *ism_claims_bucket;
+extern int	ism_claims_ttl_s;
+extern char *ism_instance_name;
 
 extern void ism_define_settings(void);
 extern bool ism_validate_nats_url(const char *url, char *errbuf, size_t errlen);
@@ -231,6 +237,7 @@ typedef struct IsmConsumerSpec
 	const char *filter_subject; /* NULL: the whole stream */
 	int			ack_wait_s;
 	int			max_ack_pending;
+	bool		claims;			/* claim messages (ism_state.claims_bucket) */
 } IsmConsumerSpec;
 
 /* JetStream (jetstream.c); main thread only */
@@ -276,6 +283,17 @@ extern bool ism_nats_publish(const char *selector, const char *subject,
 							 char *errbuf, size_t errlen);
 extern bool ism_nats_publish_wait(int timeout_ms, char *errbuf, size_t errlen);
 extern bool ism_nats_flush(int timeout_ms, char *errbuf, size_t errlen);
+
+/* Who writes a message when instances share a consumer (claims.c) */
+typedef enum IsmClaim
+{
+	ISM_CLAIM_OURS,
+	ISM_CLAIM_THEIRS,
+	ISM_CLAIM_UNKNOWN			/* not known now: ask again later */
+} IsmClaim;
+
+extern bool ism_claims_take(const IsmMessage *msgs, int n, IsmClaim *claims,
+							char *errbuf, size_t errlen);
 
 /* dead_letter.c */
 extern bool ism_dead_letter(const IsmMessage *m, const char *worker,

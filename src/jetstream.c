@@ -113,6 +113,13 @@ open_js(char *errbuf, size_t errlen)
 	return true;
 }
 
+/* The JetStream context, for claims.c; signals blocked by the caller. */
+jsCtx *
+ism_js_context(char *errbuf, size_t errlen)
+{
+	return open_js(errbuf, errlen) ? js : NULL;
+}
+
 static bool
 has_subject(const jsStreamConfig *cfg, const char *subject)
 {
@@ -259,7 +266,8 @@ ism_nats_subscribe(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
 	block_all_signals(&saved);
 	ok = open_js(errbuf, errlen) &&
 		ensure_stream_locked(spec->stream, spec->subject, errbuf, errlen) &&
-		ensure_consumer_locked(spec, errbuf, errlen);
+		ensure_consumer_locked(spec, errbuf, errlen) &&
+		(!spec->claims || ism_claims_open_locked(errbuf, errlen));
 	if (ok)
 	{
 		jsSubOptions_Init(&so);
@@ -307,6 +315,7 @@ void
 ism_js_close(void)
 {
 	ism_nats_unsubscribe();
+	ism_claims_close();
 	jsCtx_Destroy(js);
 	js = NULL;
 	nensured_streams = 0;

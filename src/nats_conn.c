@@ -173,6 +173,34 @@ set_tls(natsOptions *opts)
 	return s;
 }
 
+/*
+ * The servers of ism_state.nats_url, a comma-separated list (validated by
+ * settings.c).  natsOptions_SetURL takes one URL only: a list goes to
+ * natsOptions_SetServers, which nats.c also uses to fail over between them.
+ */
+static natsStatus
+set_servers(natsOptions *opts)
+{
+	char		list[1024];
+	const char *servers[ISM_MAX_NATS_SERVERS];
+	int			n = 0;
+	char	   *save = NULL;
+
+	strlcpy(list, ism_nats_url, sizeof(list));
+	for (char *url = strtok_r(list, ",", &save); url && n < ISM_MAX_NATS_SERVERS;
+		 url = strtok_r(NULL, ",", &save))
+	{
+		char	   *end = url + strlen(url);
+
+		while (*url == ' ')
+			url++;
+		while (end > url && end[-1] == ' ')
+			*--end = '\0';
+		servers[n++] = url;
+	}
+	return natsOptions_SetServers(opts, servers, n);
+}
+
 static natsStatus
 build_options(natsOptions **opts, const char *client_name,
 			  const NatsSecrets *secrets)
@@ -180,7 +208,7 @@ build_options(natsOptions **opts, const char *client_name,
 	natsStatus	s = natsOptions_Create(opts);
 
 	if (s == NATS_OK)
-		s = natsOptions_SetURL(*opts, ism_nats_url);
+		s = set_servers(*opts);
 	if (s == NATS_OK)
 		s = natsOptions_SetName(*opts, client_name);
 	if (s == NATS_OK)

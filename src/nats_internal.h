@@ -21,6 +21,11 @@ extern void restore_signals(const sigset_t *saved);
 extern void describe_failure(natsStatus s, char *errbuf, size_t errlen);
 
 /* jetstream.c */
+extern jsCtx *ism_js_context(char *errbuf, size_t errlen);
 extern void ism_js_close(void);
+
+/* claims.c */
+extern bool ism_claims_open_locked(char *errbuf, size_t errlen);
+extern void ism_claims_close(void);
 
 #endif							/* ISM_NATS_INTERNAL_H */

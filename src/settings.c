@@ -44,6 +44,9 @@ int			ism_writer_batch_max_kb = 16 * 1024;
 int			ism_writer_max_pending_records = 100000;
 int			ism_writer_max_pending_kb = 64 * 1024;
 int			ism_max_tracked_tables = 1000;
+char	   *ism_claims_bucket = NULL;
+int			ism_claims_ttl_s = 3600;
+char	   *ism_instance_name = NULL;
 
 static const char *show_nats_url(void);
 
@@ -122,6 +125,22 @@ ism_define_settings(void)
 							"1 for a single nats-server; 3 on a JetStream cluster.",
 							&ism_stream_replicas, 1, 1, 5,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	define_string("ism_state.claims_bucket",
+				  "JetStream key-value bucket through which several PostgreSQL "
+				  "instances sharing the writers' consumers claim messages.",
+				  &ism_claims_bucket, "", PGC_POSTMASTER, 0);
+	define_string("ism_state.instance_name",
+				  "This instance's name in the claims bucket; empty: "
+				  "the cluster's system identifier and ism_state.database.",
+				  &ism_instance_name, "", PGC_POSTMASTER, 0);
+	DefineCustomIntVariable("ism_state.claims_ttl",
+							"How long a claim holds a message for the instance that took it.",
+							"Applied when ism_state creates the claims bucket.  A message "
+							"claimed by an instance that stays down longer is written "
+							"by another.",
+							&ism_claims_ttl_s, 3600, 60, 30 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ism_state.max_message_bytes",
 							"Largest inbound message handled; larger ones are dead-lettered.",
@@ -350,7 +369,7 @@ ism_validate_nats_url(const char *url, char *errbuf, size_t errlen)
 	}
 	ism_redact_url(url, redacted, sizeof(redacted));
 
-	for (;;)
+	for (int n = 1;; n++)
 	{
 		const char *end = strchr(p, ',');
 		size_t		len = end ? (size_t) (end - p) : strlen(p);
@@ -368,6 +387,11 @@ ism_validate_nats_url(const char *url, char *errbuf, size_t errlen)
 			return false;
 		if (!end)
 			return true;
+		if (n == ISM_MAX_NATS_SERVERS)
+		{
+			snprintf(errbuf, errlen, "more than %d servers", ISM_MAX_NATS_SERVERS);
+			return false;
+		}
 		p = end + 1;
 	}
 }

@@ -564,6 +564,7 @@ wanted_consumer(IsmWorker *w, const char *selector, IsmConsumerSpec *spec,
 	spec->ack_wait_s = r->ack_wait;
 	/* ismcore fixes 1000; core-go leaves it to the server, whose default is 1000 */
 	spec->max_ack_pending = r->max_ack_pending ? r->max_ack_pending : 1000;
+	spec->claims = w->role == ISM_ROLE_WRITER && ism_claims_bucket[0];
 	snprintf(fingerprint, len, "%s|%s|%s|%s|%d|%d", spec->stream, spec->subject,
 			 durable, spec->filter_subject ? spec->filter_subject : "",
 			 spec->ack_wait_s, spec->max_ack_pending);

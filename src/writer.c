@@ -54,6 +54,8 @@
 
 #define MONITOR_SELECTOR	"processor/monitor"
 #define MAX_FETCH			256
+/* a message claimed elsewhere, or not claimed, goes back for this long */
+#define CLAIM_RETRY_DELAY_MS	1000
 
 /* upstream defaults when a property is absent (§3.1) */
 #define DEFAULT_TABLE_NAME	"hello_world"
@@ -1439,6 +1441,51 @@ add_message(IsmMessage *m)
 }
 
 /*
+ * With ism_state.claims_bucket set, several instances share the consumer:
+ * keep the messages this instance claimed (see claims.c) and hand the
+ * others back, with a delay, for their owner to take.  Returns how many
+ * of msgs are kept (compacted at the front).
+ */
+static int
+keep_claimed(IsmMessage *msgs, int n)
+{
+	IsmClaim	claims[MAX_FETCH];
+	char		err[512];
+	int			kept = 0;
+
+	if (!ism_claims_take(msgs, n, claims, err, sizeof(err)))
+	{
+		ism_stats_set_error(err);
+		ism_log_limited(WARNING, "claims", "ism_state writer: %s", err);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		IsmMessage *m = &msgs[i];
+
+		if (claims[i] == ISM_CLAIM_OURS)
+		{
+			msgs[kept++] = *m;
+			continue;
+		}
+		if (claims[i] == ISM_CLAIM_THEIRS)
+			ism_log_limited(LOG, "claimed elsewhere",
+							"ism_state writer: message %s:" UINT64_FORMAT
+							" is claimed by another instance; left to it",
+							m->stream, m->stream_seq);
+
+		/*
+		 * Not the message's failure: no delay growing with its deliveries,
+		 * so that it soon comes round to its owner (each delivery goes to
+		 * either instance) or is claimed once the bucket answers again.
+		 */
+		if (!ism_nats_settle(m, ISM_NAK, CLAIM_RETRY_DELAY_MS, err, sizeof(err)))
+			ereport(WARNING, (errmsg("ism_state writer: %s", err)));
+		ism_nats_release(m, 1);
+	}
+	return kept;
+}
+
+/*
  * Fetch what the subscription has (waiting at most timeout_ms), queue it,
  * and flush what is due.  max_in_flight is the consumer's max_ack_pending:
  * with that many messages waiting for their ack the server sends no more,
@@ -1480,6 +1527,8 @@ ism_writer_consume(int timeout_ms, int max_in_flight, int ack_wait_ms)
 		ism_writer_flush(false);
 		return -1;
 	}
+	if (n > 0 && ism_claims_bucket[0])
+		n = keep_claimed(msgs, n);
 	for (int i = 0; i < n; i++)
 	{
 		/* a context per message: queued, it joins its batch's (no copy) */

@@ -225,6 +225,43 @@ sub new
 	return $self;
 }
 
+# $size servers, not yet started, routed to each other as a JetStream
+# cluster named $name (servers "${name}1" ...).  They do not advertise
+# each other to clients, so a client reaches only the servers it is given.
+sub cluster
+{
+	my ($class, $name, $size, %opts) = @_;
+	my @nodes = map { $class->new("$name$_", %opts) } 1 .. $size;
+	$_->{cluster_port} = PostgreSQL::Test::Cluster::get_free_port() for @nodes;
+	my $routes = join ', ',
+	  map { "nats-route://127.0.0.1:$_->{cluster_port}" } @nodes;
+	$_->{extra_conf} .= "\ncluster { name: $name, "
+	  . "listen: 127.0.0.1:$_->{cluster_port}, no_advertise: true, "
+	  . "routes: [ $routes ] }\n"
+	  for @nodes;
+	return @nodes;
+}
+
+# Wait until the JetStream cluster has elected its meta leader (streams can
+# be made from then on); dies after $seconds.
+sub wait_for_jetstream_leader
+{
+	my ($self, $seconds) = @_;
+	my $deadline = time + ($seconds // 60);
+	while (time < $deadline)
+	{
+		my $res = HTTP::Tiny->new(timeout => 5)
+		  ->get("http://127.0.0.1:$self->{http_port}/jsz");
+		if ($res->{success})
+		{
+			my $meta = decode_json($res->{content})->{meta_cluster} // {};
+			return $meta->{leader} if $meta->{leader};
+		}
+		usleep(200_000);
+	}
+	die "no JetStream meta leader in cluster of $self->{name}";
+}
+
 sub url { my ($self) = @_; return "nats://127.0.0.1:$self->{port}"; }
 sub port { my ($self) = @_; return $self->{port}; }
 sub logfile { my ($self) = @_; return "$self->{dir}/nats.log"; }
@@ -273,6 +310,9 @@ sub stop
 	eval { $self->{handle}->finish; };
 	$self->{handle} = undef;
 }
+
+# Freeze the server (SIGSTOP): its connections stay open, nothing is read.
+sub pause { my ($self) = @_; $self->{handle}->signal('STOP'); }
 
 # The server's client connections (monitoring endpoint /connz).
 sub connections

@@ -60,7 +60,8 @@ my @bad_urls = (
 	[ 'nats://host:12x', 'invalid port in "nats://host:12x"' ],
 	[ 'nats://ho st:4222', 'contains white space' ],
 	[ 'nats://a:4222,,nats://b:4222', 'empty entry in server list' ],
-	[ 'http://a:4222', 'unsupported scheme "http"' ]);
+	[ 'http://a:4222', 'unsupported scheme "http"' ],
+	[ join(',', map { "nats://h$_" } 1 .. 33), 'more than 32 servers' ]);
 for my $case (@bad_urls)
 {
 	my ($bad, $why) = @$case;
@@ -69,7 +70,7 @@ for my $case (@bad_urls)
 	wait_for_workers($node,
 		"state = 'config_error' AND last_error LIKE '%$why%'")
 	  or die "no error for $bad";
-	pass("rejected $bad: $why");
+	pass('rejected ' . substr($bad, 0, 40) . ": $why");
 }
 
 # --- user and password: wrong, then right (from a file) --------------------

@@ -1,0 +1,233 @@
+# Scale-out: two PostgreSQL instances with ism_state share the writers'
+# durable consumer on a 3-node nats-server cluster with R3 streams, and
+# claim messages in a key-value bucket (ism_state.claims_bucket).
+#
+# Part 1, the case claims exist for: instance A commits a batch but its
+# acks never reach the server (A's only server is frozen, then killed).
+# The messages go to B, which must leave them to A; A, back, acks them.
+# Without claims B would write them a second time.
+#
+# Part 2: 30,000 messages split between both instances while A's
+# postmaster is killed with -9 and a nats-server is killed and restarted.
+#
+# After each part, every record is in exactly one instance's table, once.
+use strict;
+use warnings;
+
+use IsmTest;
+use JSON::PP;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $tables = '3f2b6c1e-0d7a-4b8e-9a55-2f1c0b9e7d10';
+my $r2 = "e6a9c3d7-2b1f-4e85-9c4a-7f0d8b2e5c16:$tables";
+my $table = "${tables}_scale";
+my $stream = 'data_transformers_state_tables';
+my $durable = 'state_tables_workers';
+
+my @nats = IsmTest::Nats->cluster('so', 3);
+$_->start for @nats;
+my $leader = $nats[0]->wait_for_jetstream_leader(60);
+pass("3-node JetStream cluster up, meta leader $leader");
+my $all_urls = join ',', map { $_->url } @nats;
+my $b_urls = join ',', map { $_->url } @nats[ 1, 2 ];
+
+# a short ack_wait, so that what an instance held comes back soon
+my $routing = "${PostgreSQL::Test::Utils::tmp_check}/routing.yaml";
+my $yaml = slurp_file('test/data/routing.yaml');
+$yaml =~ s/ack_wait: 60 /ack_wait: 3 / or die 'no ack_wait to shorten';
+# room for a batch an instance holds for its whole window
+$yaml =~ s/(state-tables-1\.0.*?max_ack_pending: )100 /${1}1000 /s
+  or die 'no max_ack_pending to raise';
+open my $fh, '>', $routing or die $!;
+print $fh $yaml;
+close $fh;
+
+sub start_instance
+{
+	my ($name, $url, $window) = @_;
+	my $node = new_ism_node($name, $url, qq{
+ism_state.routing_file = '$routing'
+ism_state.stream_replicas = 3
+ism_state.claims_bucket = 'ism_claims'
+ism_state.instance_name = '$name'
+ism_state.publish_timeout = '2s'
+restart_after_crash = on
+});
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION ism_state');
+	$node->safe_psql('postgres', slurp_file('test/data/catalog.sql'));
+	set_window($node, $window);
+	wait_for_workers($node, "state = 'running' AND nats_state = 'connected'")
+	  or die "$name did not connect";
+	return $node;
+}
+
+sub set_window
+{
+	my ($node, $window) = @_;
+	set_properties($node, $tables,
+		{ tableName => 'scale', batchSize => 100000, batchWindowTTL => $window,
+		  includeTimestamp => JSON::PP::false });
+}
+
+my $pga = start_instance('instance_a', $nats[0]->url, 4);
+my $pgb = start_instance('instance_b', $b_urls, 1);
+sleep 2;
+
+# m => number of rows, over both instances; and each instance's count
+sub rows
+{
+	my %seen;
+	my @counts;
+	for my $node ($pga, $pgb)
+	{
+		my ($rc, $out) = $node->psql('postgres', "SELECT m FROM \"$table\"");
+		$out = '' if $rc != 0;
+		my @m = grep { length } split /\n/, $out;
+		$seen{$_}++ for @m;
+		push @counts, scalar @m;
+	}
+	return (\%seen, @counts);
+}
+
+sub wait_rows
+{
+	my ($what, $n, $seconds) = @_;
+	my $deadline = time + $seconds;
+	while (time < $deadline)
+	{
+		my ($seen) = rows();
+		return if keys %$seen >= $n;
+		usleep(200_000);
+	}
+	die "timed out waiting for $what";
+}
+
+sub consumer_state
+{
+	my ($url) = @_;
+	my ($rc, $out, $err) = nats_client($url, 'consumer-info', $stream, $durable);
+	return {} if $rc != 0;
+	return { map { split /=/, $_, 2 } split /\n/, $out };
+}
+
+sub wait_drained
+{
+	my ($url, $seconds) = @_;
+	my $deadline = time + $seconds;
+	while (time < $deadline)
+	{
+		my $c = consumer_state($url);
+		return 1
+		  if defined $c->{num_pending}
+		  && $c->{num_pending} == 0
+		  && $c->{num_ack_pending} == 0;
+		usleep(300_000);
+	}
+	return 0;
+}
+
+sub check_exact
+{
+	my ($what, $prefix, $n) = @_;
+	my ($seen, $na, $nb) = rows();
+	my @mine = grep { /^$prefix/ } keys %$seen;
+	my @twice = grep { $seen->{$_} > 1 } keys %$seen;
+	is(scalar @mine, $n, "$what: all $n records arrived");
+	is(scalar @twice, 0, "$what: none twice (A has $na rows, B $nb)");
+	is(join(',', grep { !$seen->{"$prefix$_"} } 1 .. $n), '', "$what: each one of them");
+	return ($na, $nb);
+}
+
+# ---- part 1: A commits, its acks are lost --------------------------------
+my $n1 = 2000;
+my ($rc, $out, $err) = nats_client($nats[1]->url, '-t', '60000', 'js-pub-n',
+	'data.transformers.state-tables', $n1,
+	qq({"route_id": "$r2", "query_state": [{"m": "a%n"}]}));
+is($rc, 0, "part 1: $n1 messages published") or diag $err;
+
+# as soon as A holds messages in its 4 s batch window, freeze its server
+my $deadline = time + 30;
+usleep(20_000)
+  until time > $deadline
+  || $pga->safe_psql('postgres',
+	"SELECT coalesce(sum(pending_records), 0) > 0 FROM ism_state.pg_stat_ism_tables") eq 't';
+$nats[0]->pause;
+pass('A holds messages; its only nats-server is frozen');
+
+# A's window ends: it commits, and its acks wait in a frozen socket
+my $a_rows;
+$deadline = time + 30;
+while (time < $deadline)
+{
+	my ($rc, $out) = $pga->psql('postgres', "SELECT count(*) FROM \"$table\"");
+	$a_rows = $rc == 0 ? $out : 0;
+	last if $a_rows > 0;
+	usleep(100_000);
+}
+ok($a_rows > 0, "A committed $a_rows records");
+sleep 1;
+$nats[0]->stop('KILL');
+pass('A\'s nats-server killed: its acks are lost');
+
+# B gets A's messages once their ack_wait is over, and must leave them
+wait_rows('B to write its share', $n1, 60);
+sleep 8;
+my $c = consumer_state($nats[1]->url);
+ok($c->{num_redelivered} > 0,
+	"A's messages were delivered again ($c->{num_redelivered} redelivered)");
+ok($c->{num_ack_pending} > 0, "and are not acked ($c->{num_ack_pending} pending)");
+my ($na_away) = check_exact('part 1, A away', 'a', $n1);
+ok(count_log_matches($pgb, qr/is claimed by another instance; left to it/) > 0,
+	'B logged that it left them to their owner');
+
+# A's server comes back: A gets them, finds them written, acks them
+$nats[0]->start;
+ok(wait_drained($nats[1]->url, 120), 'part 1: the consumer has nothing left');
+my ($na, $nb) = check_exact('part 1', 'a', $n1);
+is($na, $na_away, 'A wrote nothing more');
+
+# ---- part 2: both instances, a postmaster and a nats-server killed -------
+my $n2 = 30000;
+$pga->append_conf('postgresql.conf', "ism_state.nats_url = '$all_urls'\n");
+$pga->restart;
+set_window($pga, 1);
+wait_for_workers($pga, "state = 'running' AND nats_state = 'connected'")
+  or die 'A did not reconnect';
+my ($a_before, $b_before) = ($na, $nb);
+
+($rc, $out, $err) = nats_client($nats[1]->url, '-t', '120000', 'js-pub-n',
+	'data.transformers.state-tables', $n2,
+	qq({"route_id": "$r2", "query_state": [{"m": "b%n"}]}));
+is($rc, 0, "part 2: $n2 messages published") or diag $err;
+
+wait_rows('a first part', $n1 + 6000, 120);
+$pga->kill9;
+pass('A\'s postmaster killed with -9');
+sleep 2;
+$pga->start;
+
+wait_rows('progress after A came back', $n1 + 15000, 180);
+$nats[2]->stop('KILL');
+pass('a nats-server killed');
+
+wait_rows('progress without it', $n1 + 22000, 180);
+$nats[2]->start;
+
+wait_rows('every record', $n1 + $n2, 300);
+ok(wait_drained($nats[1]->url, 120), 'part 2: the consumer has nothing left');
+check_exact('part 1, at the end', 'a', $n1);
+($na, $nb) = check_exact('part 2', 'b', $n2);
+ok($na - $a_before > 0 && $nb - $b_before > 0,
+	'the work was split: A wrote ' . ($na - $a_before) . ', B ' . ($nb - $b_before));
+for my $node ($pga, $pgb)
+{
+	is($node->safe_psql('postgres', 'SELECT count(*) FROM ism_state.dead_letter'), '0',
+		$node->name . ': nothing dead-lettered');
+}
+
+$pga->stop('fast');
+$pgb->stop('fast');
+done_testing();
