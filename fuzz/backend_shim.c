@@ -2,25 +2,38 @@
  * backend_shim.c
  *	  The few backend functions the fuzz targets' ism_state code calls
  *	  that PostgreSQL's frontend libraries (libpgcommon, libpgport: palloc,
- *	  StringInfo, psprintf, Ryu) do not provide.  An error report at ERROR
- *	  or above aborts: for a fuzzer, that is a finding.
+ *	  StringInfo, psprintf, Ryu) do not provide.
+ *
+ *	  Errors work as in the backend, in little: an error report at ERROR
+ *	  jumps to the innermost PG_TRY, so code that catches or cleans up
+ *	  after errors (PG_CATCH, PG_FINALLY) runs as it would there.  An
+ *	  ERROR with no PG_TRY around it, and anything above ERROR, aborts:
+ *	  for a fuzzer, that is a finding.
  */
 #include "postgres.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "nodes/pg_list.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
+
+sigjmp_buf *PG_exception_stack = NULL;
+ErrorContextCallback *error_context_stack = NULL;
+
+/* the error being reported (one at a time, as the backend's errordata) */
+static int	error_level;
+static char error_message[1024];
 
 bool
 errstart(int elevel, const char *domain)
 {
-	if (elevel >= ERROR)
-	{
-		fprintf(stderr, "ism_state fuzz: an error report (level %d)\n", elevel);
-		abort();
-	}
-	return false;				/* lower levels are not reported */
+	if (elevel < ERROR)
+		return false;			/* lower levels are not reported */
+	error_level = elevel;
+	error_message[0] = '\0';
+	return true;
 }
 
 bool
@@ -32,17 +45,84 @@ errstart_cold(int elevel, const char *domain)
 void
 errfinish(const char *filename, int lineno, const char *funcname)
 {
+	if (error_level > ERROR || PG_exception_stack == NULL)
+	{
+		fprintf(stderr, "ism_state fuzz: an error report (level %d) at %s:%d: %s\n",
+				error_level, filename, lineno, error_message);
+		abort();
+	}
+	siglongjmp(*PG_exception_stack, 1);
+}
+
+void
+pg_re_throw(void)
+{
+	if (PG_exception_stack == NULL)
+	{
+		fprintf(stderr, "ism_state fuzz: an error rethrown with no PG_TRY: %s\n",
+				error_message);
+		abort();
+	}
+	siglongjmp(*PG_exception_stack, 1);
+}
+
+/* The message of the last error report, for a target that caught it. */
+const char *
+shim_error_message(void)
+{
+	return error_message;
 }
 
 int
 errmsg_internal(const char *fmt,...)
 {
+	va_list		args;
+
+	va_start(args, fmt);
+	vsnprintf(error_message, sizeof(error_message), fmt, args);
+	va_end(args);
 	return 0;
 }
 
 int
 errmsg(const char *fmt,...)
 {
+	va_list		args;
+
+	va_start(args, fmt);
+	vsnprintf(error_message, sizeof(error_message), fmt, args);
+	va_end(args);
+	return 0;
+}
+
+int
+errcode(int sqlerrcode)
+{
+	return 0;
+}
+
+/* the rest of a report is formatted, as in the backend, but not kept */
+int
+errhint(const char *fmt,...)
+{
+	va_list		args;
+	char		text[1024];
+
+	va_start(args, fmt);
+	vsnprintf(text, sizeof(text), fmt, args);
+	va_end(args);
+	return 0;
+}
+
+int
+errdetail(const char *fmt,...)
+{
+	va_list		args;
+	char		text[1024];
+
+	va_start(args, fmt);
+	vsnprintf(text, sizeof(text), fmt, args);
+	va_end(args);
 	return 0;
 }
 
@@ -142,6 +222,106 @@ pnstrdup(const char *in, Size size)
 	memcpy(out, in, len);
 	out[len] = '\0';
 	return out;
+}
+
+/*
+ * Lists (backend nodes/list.c): what the code under test uses, in the
+ * same representation (an array of cells that doubles as it fills), so
+ * pg_list.h's inline functions and foreach work on them.
+ */
+static List *
+new_list(NodeTag type, int min_size)
+{
+	int			max_size = Max(min_size, 4);
+	List	   *list = palloc(offsetof(List, initial_elements) +
+							  max_size * sizeof(ListCell));
+
+	list->type = type;
+	list->length = min_size;
+	list->max_length = max_size;
+	list->elements = list->initial_elements;
+	return list;
+}
+
+static List *
+new_tail_cell(List *list, NodeTag type)
+{
+	if (list == NIL)
+		return new_list(type, 1);
+	if (list->length == list->max_length)
+	{
+		int			max_size = list->max_length * 2;
+
+		if (list->elements == list->initial_elements)
+		{
+			list->elements = palloc(max_size * sizeof(ListCell));
+			memcpy(list->elements, list->initial_elements,
+				   list->length * sizeof(ListCell));
+		}
+		else
+			list->elements = repalloc(list->elements, max_size * sizeof(ListCell));
+		list->max_length = max_size;
+	}
+	list->length++;
+	return list;
+}
+
+List *
+lappend(List *list, void *datum)
+{
+	list = new_tail_cell(list, T_List);
+	llast(list) = datum;
+	return list;
+}
+
+List *
+list_make1_impl(NodeTag t, ListCell datum1)
+{
+	List	   *list = new_list(t, 1);
+
+	list->elements[0] = datum1;
+	return list;
+}
+
+/* A JSON string literal, as the backend's (utils/adt/json.c). */
+void
+escape_json(StringInfo buf, const char *str)
+{
+	appendStringInfoChar(buf, '"');
+	for (const char *p = str; *p; p++)
+	{
+		switch (*p)
+		{
+			case '\b':
+				appendStringInfoString(buf, "\\b");
+				break;
+			case '\f':
+				appendStringInfoString(buf, "\\f");
+				break;
+			case '\n':
+				appendStringInfoString(buf, "\\n");
+				break;
+			case '\r':
+				appendStringInfoString(buf, "\\r");
+				break;
+			case '\t':
+				appendStringInfoString(buf, "\\t");
+				break;
+			case '"':
+				appendStringInfoString(buf, "\\\"");
+				break;
+			case '\\':
+				appendStringInfoString(buf, "\\\\");
+				break;
+			default:
+				if ((unsigned char) *p < ' ')
+					appendStringInfo(buf, "\\u%04x", (int) *p);
+				else
+					appendStringInfoChar(buf, *p);
+				break;
+		}
+	}
+	appendStringInfoChar(buf, '"');
 }
 
 /* Free everything allocated since the last reset. */

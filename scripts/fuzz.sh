@@ -5,13 +5,15 @@
 # fuzz/findings/ (add it to the target's corpus as a regression test once
 # fixed).
 #
-#   scripts/fuzz.sh [SECONDS=60] [TARGET...]     targets: json partition route_index
+#   scripts/fuzz.sh [SECONDS=60] [TARGET...]
+#
+# targets: json partition route_index route_yaml record_row
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_EACH=${1:-60}
 shift || true
-TARGETS=${*:-json partition route_index}
+TARGETS=${*:-json partition route_index route_yaml record_row}
 PGINC=$(pg_config --includedir-server)
 PGLIB=$(pg_config --pkglibdir)
 CFLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
@@ -28,6 +30,8 @@ sources() {
 	json) echo "fuzz/fuzz_json.c src/json.c fuzz/backend_shim.c $PGLIBS" ;;
 	partition) echo "fuzz/fuzz_partition.c src/partition.c src/json.c fuzz/backend_shim.c $PGLIBS" ;;
 	route_index) echo "fuzz/fuzz_route_index.c src/route_index.c" ;;
+	route_yaml) echo "fuzz/fuzz_route_yaml.c src/route_yaml.c src/route_spec.c fuzz/backend_shim.c $PGLIBS -lyaml" ;;
+	record_row) echo "fuzz/fuzz_record_row.c src/copy_text.c src/json.c src/column_types.c fuzz/backend_shim.c $PGLIBS" ;;
 	*) echo "unknown fuzz target: $1" >&2; exit 2 ;;
 	esac
 }
@@ -40,6 +44,8 @@ for t in $TARGETS; do
 	cp fuzz/corpus/"$t"/* "$build/corpus-$t/"
 	opts=(-max_total_time="$SECONDS_EACH" -max_len=4096 -timeout=10 -rss_limit_mb=2048
 		-artifact_prefix="fuzz/findings/$t-" -print_final_stats=1)
+	# the target's tokens (its keys, the syntax), for the mutations to use
+	if [ -f "fuzz/$t.dict" ]; then opts+=(-dict="fuzz/$t.dict"); fi
 	echo "== fuzz $t: $SECONDS_EACH s"
 	if "$build/fuzz_$t" "${opts[@]}" "$build/corpus-$t" \
 		> "$build/$t.log" 2>&1; then
