@@ -102,14 +102,21 @@ errcode(int sqlerrcode)
 }
 
 /* the rest of a report is formatted, as in the backend, but not kept */
+static void
+format_and_drop(const char *fmt, va_list args)
+{
+	char		text[1024];
+
+	vsnprintf(text, sizeof(text), fmt, args);
+}
+
 int
 errhint(const char *fmt,...)
 {
 	va_list		args;
-	char		text[1024];
 
 	va_start(args, fmt);
-	vsnprintf(text, sizeof(text), fmt, args);
+	format_and_drop(fmt, args);
 	va_end(args);
 	return 0;
 }
@@ -118,10 +125,9 @@ int
 errdetail(const char *fmt,...)
 {
 	va_list		args;
-	char		text[1024];
 
 	va_start(args, fmt);
-	vsnprintf(text, sizeof(text), fmt, args);
+	format_and_drop(fmt, args);
 	va_end(args);
 	return 0;
 }

@@ -3,7 +3,7 @@
 # errors), installs the extension, then runs pg_regress (sql_tests/) and
 # the TAP integration tests (test/t/) against throwaway PostgreSQL clusters
 # and nats-servers on loopback, then the libFuzzer targets for a bounded
-# time (FUZZ_SECONDS each, default 30).
+# time (FUZZ_SECONDS each, default 40).
 #
 #   scripts/test.sh                  everything
 #   PROVE_TESTS=test/t/001_worker.pl scripts/test.sh   one TAP file
@@ -58,6 +58,6 @@ else
 	run_tests . || status=$?
 	[ $status -eq 0 ] || show_failures .
 fi
-echo "== fuzzing (${FUZZ_SECONDS:-30} s a target)"
-scripts/fuzz.sh "${FUZZ_SECONDS:-30}" || status=$?
+echo "== fuzzing (${FUZZ_SECONDS:-40} s a target)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-40}" || status=$?
 exit $status

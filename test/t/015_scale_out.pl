@@ -210,11 +210,14 @@ sleep 2;
 $pga->start;
 
 wait_rows('progress after A came back', $n1 + 15000, 180);
-$nats[2]->stop('KILL');
+# The node killed in part 1 again: nats-server 2.9.10 does not bring the
+# replicas of a node killed with -9 up to date (README, Growing past one
+# machine), so losing another node now would stall the claims bucket.
+$nats[0]->stop('KILL');
 pass('a nats-server killed');
 
 wait_rows('progress without it', $n1 + 22000, 180);
-$nats[2]->start;
+$nats[0]->start;
 
 wait_rows('every record', $n1 + $n2, 300);
 ok(wait_drained($nats[1]->url, 120), 'part 2: the consumer has nothing left');
