@@ -16,6 +16,7 @@ out, mode = sys.argv[1], sys.argv[2]
 CASES = [
     ("ism-1", "ism_state, 1 table"),
     ("ism-100", "ism_state, 100 tables"),
+    ("ism-1-claims", "ism_state, 1 table, claims (scale-out)"),
     ("copy", "COPY from a file, 1 table (the limit)"),
     ("tuned-1", "tuned external consumer, 1 table"),
     ("tuned-100", "tuned external consumer, 100 tables"),
@@ -85,7 +86,7 @@ for name, label in CASES:
 lines += ["", "Ratios of medians (targets in parentheses):", ""]
 for a, b, target in [("ism-1", "copy", "≥ 0.5"), ("ism-1", "up-1", "≥ 10"),
                      ("ism-100", "up-100", "≥ 10"), ("ism-1", "tuned-1", "≥ 2"),
-                     ("ism-100", "tuned-100", "≥ 2")]:
+                     ("ism-100", "tuned-100", "≥ 2"), ("ism-1-claims", "ism-1", "cost of claims")]:
     if a in medians and b in medians:
         lines.append(f"- {a} / {b}: **{medians[a] / medians[b]:.2f}** ({target})")
 

@@ -6,6 +6,9 @@
 #   ism-100    ism_state's writer, records spread over 100 tables
 #   copy       COPY of the same rows from a file into the same table shape
 #              (PostgreSQL's own limit for these rows)
+#   ism-1-claims  ism-1 with the writer claiming each message in a
+#              key-value bucket (ism_state.claims_bucket), as when several
+#              PostgreSQL instances share the consumer
 #   up-1/100   an external consumer with the Go state-tables algorithm
 #              (bench/external_consumer.c --mode upstream: one autocommit
 #              INSERT per record), on UPSTREAM_N records
@@ -166,6 +169,21 @@ run_copy() {
 		"$([ "$got" = "$N" ] && echo exact || echo "WRONG:$got")" | tee -a "$OUT/tables.tsv"
 }
 
+# the writer with or without claims: a restart, as the setting needs one
+claims() {	# on|off
+	if [ "$1" = on ]; then
+		psql_b -c "ALTER SYSTEM SET ism_state.claims_bucket = 'bench_claims'"
+	else
+		psql_b -c 'ALTER SYSTEM RESET ism_state.claims_bucket'
+	fi
+	as_pg "$PGBIN/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w restart >/dev/null
+	until [ "$(psql_b -c "SELECT count(*) FROM ism_state.pg_stat_ism_worker
+	                      WHERE state = 'running' AND nats_state = 'connected'")" = 2 ]; do
+		sleep 0.2
+	done
+	sleep 2	# subscribed (and the bucket opened) by then
+}
+
 printf 'case\tround\trecords\tseconds\trecords_per_s\tp50_ms\tp99_ms\tcpu_s\tpeak_rss_mb\tcheck\n' > "$OUT/tables.tsv"
 if [ -n "$RSS_RUN" ]; then
 	round=1 SAMPLE_INTERVAL=1 RSS_OUT="$OUT/rss.samples" run_case ism-1 ism 1 data.transformers.state-tables "$N"
@@ -176,6 +194,11 @@ for round in $(seq "$ROUNDS"); do
 	[ -f "$work/rows.csv" ] || psql_b -c "COPY \"ism-p-0_t\" TO '$work/rows.csv'" >/dev/null
 	run_copy
 	run_case ism-100 ism 100 data.transformers.state-tables "$N"
+	if selected ism-1-claims; then
+		claims on
+		run_case ism-1-claims ism 1 data.transformers.state-tables "$N"
+		claims off
+	fi
 	run_case tuned-1 tuned 1 bench.tuned "$N"
 	run_case tuned-100 tuned 100 bench.tuned "$N"
 	run_case up-1 up 1 bench.up "$UPSTREAM_N"

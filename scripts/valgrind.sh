@@ -3,7 +3,8 @@
 # valgrind (--trace-children: the postmaster, the workers, the backends),
 # a nats-server, the example catalog, and traffic through both workers —
 # router messages routed and written, records written straight, bad
-# messages dead-lettered, a state replayed.  Fails when memcheck reports an
+# messages dead-lettered, a state replayed; the writer claiming each
+# message in a key-value bucket.  Fails when memcheck reports an
 # error or a leak with ism_state, nats.c or cJSON in its stack.
 #
 #   scripts/valgrind.sh
@@ -21,7 +22,9 @@ command -v valgrind >/dev/null || { apt-get install -y -qq valgrind >/dev/null; 
 export BENCH_NATS_PORT=${BENCH_NATS_PORT:-26222} BENCH_PG_PORT=${BENCH_PG_PORT:-26432}
 . bench/lib.sh
 BENCH_KEEP=1	# kept for its reports, unless all is well
-bench_init_cluster "ism_state.nats_connect_timeout = '10s'"
+# the writer claims each message, as when several instances share it
+bench_init_cluster "ism_state.nats_connect_timeout = '10s'
+ism_state.claims_bucket = 'valgrind_claims'"
 
 echo "== PostgreSQL under valgrind"
 as_pg valgrind --trace-children=yes --quiet --num-callers=30 --leak-check=full \
@@ -53,6 +56,10 @@ rows=$(psql_b -c "SELECT count(*) FROM $table")
 dead=$(psql_b -c 'SELECT count(*) FROM ism_state.dead_letter')
 echo "rows: $rows (800 expected), dead letters: $dead (4 expected)"
 [ "$rows" = 800 ] && [ "$dead" = 4 ] || { echo "the traffic did not go through"; exit 1; }
+# one claim per message the writer took: 200 routed, 300 sent to it, 1 bad
+claims=$(nats_b stream-info KV_valgrind_claims | sed -n 's/^messages=//p')
+echo "claims: $claims (501 expected)"
+[ "$claims" = 501 ] || { echo "the writer did not claim each message once"; exit 1; }
 as_pg "$PGBIN/pg_ctl" -D "$work/pg" -m fast -t 300 stop >/dev/null
 
 # a report (blocks end with an empty "==pid==" line) is ours when its
