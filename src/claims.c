@@ -33,6 +33,8 @@
 
 #include "access/xlog.h"
 
+/* "=", a stream name of 255 bytes in hex, ".", a sequence: with room */
+#define CLAIM_KEY_LEN			544
 /* JetStream's "wrong last sequence": the key has a value already */
 #define JS_WRONG_LAST_SEQUENCE	10071
 
@@ -58,8 +60,9 @@ instance_name(void)
 }
 
 /*
- * A message's key: "<stream>.<sequence>", the stream name hex-encoded when
- * it has characters a key may not.
+ * A message's key: "<stream>.<sequence>"; a stream name with characters
+ * other than letters, digits, '-' and '_' goes in hex after a '=' (which a
+ * plain name cannot have, so the two never meet).
  */
 static void
 claim_key(const IsmMessage *m, char *key, size_t len)
@@ -73,7 +76,7 @@ claim_key(const IsmMessage *m, char *key, size_t len)
 		n = strlcpy(key, m->stream, len);
 	else
 	{
-		n = strlcpy(key, "x", len);
+		n = strlcpy(key, "=", len);
 		for (const unsigned char *c = (const unsigned char *) m->stream; *c && n + 3 < len; c++)
 			n += snprintf(key + n, len - n, "%02x", *c);
 	}
@@ -148,8 +151,8 @@ ism_claims_open_locked(char *errbuf, size_t errlen)
 static natsStatus
 send_claim(const IsmMessage *m, int i)
 {
-	char		subject[400];
-	char		key[300];
+	char		subject[CLAIM_KEY_LEN + 128];
+	char		key[CLAIM_KEY_LEN];
 	char		reply[200];
 	const char *me = instance_name();
 	natsMsg    *msg = NULL;
@@ -247,7 +250,7 @@ read_reply(natsMsg *reply, char *why, size_t whylen)
 static IsmClaim
 read_owner(const IsmMessage *m, char *why, size_t whylen)
 {
-	char		key[300];
+	char		key[CLAIM_KEY_LEN];
 	char		detail[256];
 	kvEntry    *entry = NULL;
 	sigset_t	saved;

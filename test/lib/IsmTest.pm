@@ -347,4 +347,102 @@ END
 	$? = $exit;
 }
 
+# IsmTest::Proxy relays TCP connections from a free loopback port to a
+# server's, in a child process the test can freeze (SIGSTOP: nothing is
+# relayed, the kernel holds what was sent) or kill (every relayed
+# connection drops, with whatever it held), and start again on the same
+# port: a network between a client and its server that can fail.
+package IsmTest::Proxy;
+
+use IO::Select;
+use IO::Socket::INET;
+use POSIX ();
+use PostgreSQL::Test::Cluster;
+
+my @proxies;
+
+sub new
+{
+	my ($class, $target_port) = @_;
+	my $self = bless {
+		port => PostgreSQL::Test::Cluster::get_free_port(),
+		target => $target_port,
+		pid => undef,
+	}, $class;
+	push @proxies, $self;
+	return $self;
+}
+
+sub url { my ($self) = @_; return "nats://127.0.0.1:$self->{port}"; }
+
+sub start
+{
+	my ($self) = @_;
+	my $listener = IO::Socket::INET->new(
+		LocalAddr => '127.0.0.1',
+		LocalPort => $self->{port},
+		Listen => 16,
+		ReuseAddr => 1) or die "proxy: cannot listen on $self->{port}: $!";
+	my $pid = fork // die "fork: $!";
+	if ($pid)
+	{
+		close $listener;
+		$self->{pid} = $pid;
+		return $self;
+	}
+	relay($listener, $self->{target});
+	POSIX::_exit(0);
+}
+
+# The child: accept, connect to the target, copy bytes both ways.
+sub relay
+{
+	my ($listener, $target) = @_;
+	my $select = IO::Select->new($listener);
+	my %peer;
+	while (1)
+	{
+		for my $ready ($select->can_read)
+		{
+			if ($ready == $listener)
+			{
+				my $client = $listener->accept or next;
+				my $server = IO::Socket::INET->new(
+					PeerAddr => '127.0.0.1',
+					PeerPort => $target) or do { close $client; next };
+				@peer{ $client, $server } = ($server, $client);
+				$select->add($client, $server);
+				next;
+			}
+			my $other = $peer{$ready};
+			my $n = sysread($ready, my $buf, 65536);
+			if (!$n || !defined syswrite($other, $buf))
+			{
+				$select->remove($ready, $other);
+				delete @peer{ $ready, $other };
+				close $ready;
+				close $other;
+			}
+		}
+	}
+}
+
+sub pause { my ($self) = @_; kill 'STOP', $self->{pid}; }
+
+sub stop
+{
+	my ($self) = @_;
+	return unless $self->{pid};
+	kill 'KILL', $self->{pid};
+	waitpid $self->{pid}, 0;
+	$self->{pid} = undef;
+}
+
+END
+{
+	my $exit = $?;
+	$_->stop for grep { $_->{pid} } @proxies;
+	$? = $exit;
+}
+
 1;
