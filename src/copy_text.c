@@ -61,21 +61,32 @@ append_copy_field(StringInfo buf, const cJSON *v, StringInfo json)
 }
 
 /*
- * A record field's column: records mostly list their keys in the same
- * order, so the column at the field's own position is tried first.
+ * The position of key in keys, -1 when it is not there.  Records mostly
+ * list their keys in the same order, so the one at pos (the field's own
+ * position in its record; -1 for none) is tried first.
  */
-static int
-column_of(List *keys, int pos, const char *key)
+int
+ism_column_index(List *keys, int pos, const char *key)
 {
 	ListCell   *lc;
 
-	if (pos < list_length(keys) && strcmp(list_nth(keys, pos), key) == 0)
+	if (pos >= 0 && pos < list_length(keys) && strcmp(list_nth(keys, pos), key) == 0)
 		return pos;
 	foreach(lc, keys)
 		if (strcmp(lfirst(lc), key) == 0)
 		return foreach_current_index(lc);
-	elog(ERROR, "record key \"%s\" is not one of the columns", key);
-	return -1;					/* keep the compiler quiet */
+	return -1;
+}
+
+/* A record field's column: every key of every record must be one. */
+static int
+column_of(List *keys, int pos, const char *key)
+{
+	int			column = ism_column_index(keys, pos, key);
+
+	if (column < 0)
+		elog(ERROR, "record key \"%s\" is not one of the columns", key);
+	return column;
 }
 
 /*

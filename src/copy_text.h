@@ -13,6 +13,7 @@
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 
+extern int	ism_column_index(List *keys, int pos, const char *key);
 extern StringInfo ism_copy_text(List *keys, List *rows);
 
 #endif							/* ISM_COPY_TEXT_H */

@@ -467,28 +467,6 @@ typedef struct Flush
 	int64		write_us;		/* time in write_pending */
 } Flush;
 
-static int
-key_index(List *keys, const char *key)
-{
-	ListCell   *lc;
-
-	foreach(lc, keys)
-		if (strcmp(lfirst(lc), key) == 0)
-		return foreach_current_index(lc);
-	return -1;
-}
-
-/*
- * A record field's key's position in keys: records mostly list their keys
- * in the same order, so the one at the field's own position is tried first.
- */
-static int
-field_index(List *keys, int pos, const char *key)
-{
-	if (pos < list_length(keys) && strcmp(list_nth(keys, pos), key) == 0)
-		return pos;
-	return key_index(keys, key);
-}
 
 /* The stream sequences this flush applies; those applied before come back false. */
 static void
@@ -564,7 +542,7 @@ value_types(Flush *f, List *rows)
 
 		cJSON_ArrayForEach(field, (cJSON *) lfirst(lc))
 		{
-			int			k = field_index(f->keys, pos++, field->string);
+			int			k = ism_column_index(f->keys, pos++, field->string);
 
 			types[k] = ism_column_type_merge(types[k],
 											 ism_value_column_type(field->string, field,
@@ -781,7 +759,8 @@ ensure_columns(Flush *f)
 		char	   *col = ism_identifier(lfirst(lc), strlen(lfirst(lc)));
 		char	   *index = psprintf("%s_%s_idx", b->config.table, col);
 
-		if (key_index(f->keys, lfirst(lc)) < 0 && key_index(existing, col) < 0)
+		if (ism_column_index(f->keys, -1, lfirst(lc)) < 0 &&
+			ism_column_index(existing, -1, col) < 0)
 			continue;			/* no such column (yet) */
 		if (SPI_execute(psprintf("CREATE INDEX IF NOT EXISTS %s ON %s (%s)",
 								 quote_identifier(ism_identifier(index, strlen(index))),
@@ -863,7 +842,7 @@ keys_of(List *pending)
 			int			pos = 0;
 
 			cJSON_ArrayForEach(field, (cJSON *) lfirst(rc))
-				if (field_index(keys, pos++, field->string) < 0)
+				if (ism_column_index(keys, pos++, field->string) < 0)
 				keys = lappend(keys, field->string);
 		}
 	}
