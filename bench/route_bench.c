@@ -80,7 +80,7 @@ main(int argc, char **argv)
 	int			nroutes = argc > 1 ? atoi(argv[1]) : 10000;
 	int			nlookups = argc > 2 ? atoi(argv[2]) : 1000000;
 	int			rounds = argc > 3 ? atoi(argv[3]) : 7;
-	RouteIndex *index = route_index_create(nroutes);
+	RouteIndex *index = ism_route_index_create(nroutes);
 	Baseline	base = {0};
 	char	  **keys = malloc(sizeof(char *) * nlookups);
 	double	   *index_rates = malloc(sizeof(double) * rounds);
@@ -105,7 +105,7 @@ main(int argc, char **argv)
 			base.prefix_len[base.nprefixes] = strlen(sel) - 2;
 			base.nprefixes++;
 		}
-		route_index_add(index, sel, i);
+		ism_route_index_add(index, sel, i);
 		base.selectors[base.nselectors++] = strdup(sel);
 	}
 	qsort(base.selectors, base.nselectors, sizeof(char *), compare_strings);
@@ -142,7 +142,7 @@ main(int argc, char **argv)
 		int			n;
 
 		for (int i = 0; i < nlookups; i++)
-			found += route_index_lookup(index, keys[i], ids, 4, &n) == ROUTE_FOUND;
+			found += ism_route_index_lookup(index, keys[i], ids, 4, &n) == ROUTE_FOUND;
 		index_rates[round] = nlookups / (now_seconds() - t0);
 
 		/* the baseline is ~1000x slower: a tenth of the keys is plenty */
@@ -160,6 +160,6 @@ main(int argc, char **argv)
 	/* keep the loops from being optimised away */
 	fprintf(stderr, "(%ld found)\n", found);
 
-	route_index_destroy(index);
+	ism_route_index_destroy(index);
 	return 0;
 }

@@ -16,7 +16,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char	   *input = malloc(size + 1);
-	RouteIndex *index = route_index_create(16);
+	RouteIndex *index = ism_route_index_create(16);
 	char	   *line = input;
 	char	   *next;
 	int			added = 0;
@@ -29,17 +29,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while ((next = strchr(line, '\n')) != NULL)
 	{
 		*next = '\0';
-		if (route_index_add(index, line, added))
+		if (ism_route_index_add(index, line, added))
 			added++;
 		line = next + 1;
 	}
-	result = route_index_lookup(index, line, ids, 8, &nmatches);
+	result = ism_route_index_lookup(index, line, ids, 8, &nmatches);
 	if (result == ROUTE_FOUND && (ids[0] < 0 || ids[0] >= added))
 		abort();				/* a route that was never added */
 	for (int i = 0; result == ROUTE_AMBIGUOUS && i < nmatches && i < 8; i++)
 		if (ids[i] < 0 || ids[i] >= added)
 			abort();
-	route_index_destroy(index);
+	ism_route_index_destroy(index);
 	free(input);
 	return 0;
 }

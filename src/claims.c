@@ -118,7 +118,7 @@ ism_claims_open_locked(char *errbuf, size_t errlen)
 			char		detail[512];
 
 			bucket = NULL;
-			describe_failure(s, detail, sizeof(detail));
+			ism_nats_describe_failure(s, detail, sizeof(detail));
 			snprintf(errbuf, errlen, "could not open the claims bucket \"%s\": %s",
 					 ism_claims_bucket, detail);
 			return false;
@@ -139,7 +139,7 @@ ism_claims_open_locked(char *errbuf, size_t errlen)
 			char		detail[512];
 
 			replies = NULL;
-			describe_failure(s, detail, sizeof(detail));
+			ism_nats_describe_failure(s, detail, sizeof(detail));
 			snprintf(errbuf, errlen, "could not subscribe to claim replies: %s", detail);
 			return false;
 		}
@@ -258,16 +258,16 @@ read_owner(const IsmMessage *m, char *why, size_t whylen)
 	IsmClaim	claim = ISM_CLAIM_UNKNOWN;
 
 	claim_key(m, key, sizeof(key));
-	block_all_signals(&saved);
+	ism_block_signals(&saved);
 	s = kvStore_Get(&entry, bucket, key);
 	if (s == NATS_OK)
 		claim = strcmp(kvEntry_ValueString(entry), instance_name()) == 0 ?
 			ISM_CLAIM_OURS : ISM_CLAIM_THEIRS;
 	kvEntry_Destroy(entry);
-	restore_signals(&saved);
+	ism_restore_signals(&saved);
 	if (claim == ISM_CLAIM_UNKNOWN)
 	{
-		describe_failure(s, detail, sizeof(detail));
+		ism_nats_describe_failure(s, detail, sizeof(detail));
 		snprintf(why, whylen, "could not read the claim \"%s\": %s", key, detail);
 	}
 	return claim;
@@ -294,7 +294,7 @@ ism_claims_take(const IsmMessage *msgs, int n, IsmClaim *claims,
 	(void) instance_name();		/* outside the blocked region */
 	answers = palloc0(sizeof(natsMsg *) * n);
 
-	block_all_signals(&saved);
+	ism_block_signals(&saved);
 	ok = ism_claims_open_locked(errbuf, errlen);
 	if (ok)
 	{
@@ -303,7 +303,7 @@ ism_claims_take(const IsmMessage *msgs, int n, IsmClaim *claims,
 			sent++;
 		gather_replies(answers, sent, nats_Now() + ism_publish_timeout_ms);
 	}
-	restore_signals(&saved);
+	ism_restore_signals(&saved);
 
 	for (int i = 0; ok && i < n; i++)
 	{
@@ -329,11 +329,11 @@ ism_claims_close(void)
 {
 	sigset_t	saved;
 
-	block_all_signals(&saved);
+	ism_block_signals(&saved);
 	if (replies)
 		natsSubscription_Unsubscribe(replies);
 	natsSubscription_Destroy(replies);
-	restore_signals(&saved);
+	ism_restore_signals(&saved);
 	replies = NULL;
 	kvStore_Destroy(bucket);
 	bucket = NULL;

@@ -60,6 +60,21 @@ append_copy_field(StringInfo buf, const cJSON *v, StringInfo json)
 	}
 }
 
+/* A record value as the text a column takes (see append_copy_field); NULL for null. */
+static char *
+field_text(const cJSON *v)
+{
+	StringInfoData buf;
+
+	if (v == NULL || cJSON_IsNull(v))
+		return NULL;
+	if (cJSON_IsString(v))
+		return pstrdup(v->valuestring);
+	initStringInfo(&buf);
+	ism_json_append(&buf, v);
+	return buf.data;
+}
+
 /*
  * The position of key in keys, -1 when it is not there.  Records mostly
  * list their keys in the same order, so the one at pos (the field's own
@@ -89,6 +104,34 @@ column_of(List *keys, int pos, const char *key)
 	return column;
 }
 
+/* The record's fields by column of keys (NULL where it has none; the last of a key twice). */
+static void
+fields_by_column(List *keys, const cJSON *record, const cJSON **values)
+{
+	const cJSON *field;
+	int			pos = 0;
+
+	memset(values, 0, sizeof(cJSON *) * list_length(keys));
+	cJSON_ArrayForEach(field, record)
+		values[column_of(keys, pos++, field->string)] = field;
+}
+
+/*
+ * A record (a cJSON object) as one text value per column of keys, NULL
+ * for a null or missing value: what ism_copy_text would give COPY.
+ */
+void
+ism_record_texts(List *keys, const cJSON *record, char **texts)
+{
+	int			ncols = list_length(keys);
+	const cJSON **values = palloc(sizeof(cJSON *) * ncols);
+
+	fields_by_column(keys, record, values);
+	for (int c = 0; c < ncols; c++)
+		texts[c] = field_text(values[c]);
+	pfree(values);
+}
+
 /*
  * The records (cJSON objects) as COPY text, one line each, a column for
  * each of keys (char *) in that order: every key of every record must be
@@ -106,12 +149,7 @@ ism_copy_text(List *keys, List *rows)
 
 	foreach(lc, rows)
 	{
-		const cJSON *field;
-		int			pos = 0;
-
-		memset(values, 0, sizeof(cJSON *) * ncols);
-		cJSON_ArrayForEach(field, (cJSON *) lfirst(lc))
-			values[column_of(keys, pos++, field->string)] = field;
+		fields_by_column(keys, lfirst(lc), values);
 		for (int c = 0; c < ncols; c++)
 		{
 			if (c > 0)

@@ -16,4 +16,7 @@
 extern int	ism_column_index(List *keys, int pos, const char *key);
 extern StringInfo ism_copy_text(List *keys, List *rows);
 
+struct cJSON;
+extern void ism_record_texts(List *keys, const struct cJSON *record, char **texts);
+
 #endif							/* ISM_COPY_TEXT_H */

@@ -257,6 +257,13 @@ typedef struct IsmMessage
 	uint64		deliveries;		/* 1 the first time */
 	int64		timestamp_ns;	/* when the stream stored it, Unix ns */
 	char		stream[256];
+	/*
+	 * Its JetStream metadata was read: stream, stream_seq and deliveries
+	 * say where it is in its stream.  A message without (published to the
+	 * subscription's inbox, not stored) has no place to be known by: it is
+	 * handled once as it comes, with no exactly-once bookkeeping.
+	 */
+	bool		from_stream;
 } IsmMessage;
 
 typedef enum IsmSettle
@@ -275,6 +282,8 @@ extern void ism_inbound_error(const char *error);
 extern bool ism_nats_settle(IsmMessage *m, IsmSettle how, int64 delay_ms,
 							char *errbuf, size_t errlen);
 extern int64 ism_nats_redelivery_delay_ms(const IsmMessage *m);
+extern bool ism_nats_can_retry(const IsmMessage *m);
+extern char *ism_nats_why_no_retry(const IsmMessage *m, const char *error);
 extern bool ism_nats_ensure_stream(const char *stream, const char *subject,
 								   char *errbuf, size_t errlen);
 extern bool ism_nats_publish(const char *selector, const char *subject,

@@ -23,7 +23,6 @@
 #include "utils/wait_event.h"
 
 #define ISM_MAX_ENSURED_STREAMS	64
-#define ISM_MAX_STREAM_SUBJECTS	64
 /* publishes awaiting their PubAck before js_PublishAsync stalls */
 #define ISM_MAX_PUBLISH_PENDING	256
 #define ISM_PUBLISH_STALL_MS	5000
@@ -77,7 +76,7 @@ js_failure(const char *what, natsStatus s, jsErrCode jerr,
 {
 	char		detail[512];
 
-	describe_failure(s, detail, sizeof(detail));
+	ism_nats_describe_failure(s, detail, sizeof(detail));
 	if (jerr)
 		snprintf(errbuf, errlen, "%s: %s (JetStream error %d)", what, detail, (int) jerr);
 	else
@@ -171,19 +170,27 @@ ensure_stream_locked(const char *stream, const char *subject,
 			 (!has_subject(si->Config, wanted[0]) || !has_subject(si->Config, wanted[1])))
 	{
 		jsStreamConfig cfg = *si->Config;
-		const char *subjects[ISM_MAX_STREAM_SUBJECTS + 2];
+
+		/* every subject the operator gave the stream stays (malloc: no palloc here) */
+		const char **subjects = malloc(sizeof(char *) * (cfg.SubjectsLen + 2));
 		int			n = 0;
 
-		for (int i = 0; i < cfg.SubjectsLen && i < ISM_MAX_STREAM_SUBJECTS; i++)
-			subjects[n++] = cfg.Subjects[i];
-		for (int i = 0; i < 2; i++)
-			if (!has_subject(si->Config, wanted[i]))
-				subjects[n++] = wanted[i];
-		cfg.Subjects = subjects;
-		cfg.SubjectsLen = n;
-		jerr = 0;
-		s = js_UpdateStream(NULL, js, &cfg, NULL, &jerr);
 		snprintf(what, sizeof(what), "could not add subjects to stream \"%s\"", stream);
+		if (subjects == NULL)
+			s = NATS_NO_MEMORY;
+		else
+		{
+			for (int i = 0; i < cfg.SubjectsLen; i++)
+				subjects[n++] = cfg.Subjects[i];
+			for (int i = 0; i < 2; i++)
+				if (!has_subject(si->Config, wanted[i]))
+					subjects[n++] = wanted[i];
+			cfg.Subjects = subjects;
+			cfg.SubjectsLen = n;
+			jerr = 0;
+			s = js_UpdateStream(NULL, js, &cfg, NULL, &jerr);
+			free(subjects);
+		}
 	}
 	else
 		snprintf(what, sizeof(what), "could not look up stream \"%s\"", stream);
@@ -263,7 +270,7 @@ ism_nats_subscribe(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
 	ism_nats_unsubscribe();
 	(void) nats_wait_event();	/* registered here, outside the blocked region */
 	strlcpy(inbound_selector, spec->selector, sizeof(inbound_selector));
-	block_all_signals(&saved);
+	ism_block_signals(&saved);
 	ok = open_js(errbuf, errlen) &&
 		ensure_stream_locked(spec->stream, spec->subject, errbuf, errlen) &&
 		ensure_consumer_locked(spec, errbuf, errlen) &&
@@ -285,7 +292,7 @@ ism_nats_subscribe(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
 			ok = js_failure(what, s, jerr, errbuf, errlen);
 		}
 	}
-	restore_signals(&saved);
+	ism_restore_signals(&saved);
 	return ok;
 }
 
@@ -303,10 +310,10 @@ ism_nats_unsubscribe(void)
 
 	if (subscription == NULL)
 		return;
-	block_all_signals(&saved);
+	ism_block_signals(&saved);
 	natsSubscription_Unsubscribe(subscription);
 	natsSubscription_Destroy(subscription);
-	restore_signals(&saved);
+	ism_restore_signals(&saved);
 	subscription = NULL;
 }
 
@@ -342,11 +349,11 @@ ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms, char *errbuf, size_t e
 
 	if (subscription == NULL)
 		return 0;
-	block_all_signals(&saved);
+	ism_block_signals(&saved);
 	pgstat_report_wait_start(nats_wait_event());
 	s = natsSubscription_Fetch(&list, subscription, max, timeout_ms, &jerr);
 	pgstat_report_wait_end();
-	restore_signals(&saved);
+	ism_restore_signals(&saved);
 	if (s == NATS_TIMEOUT)
 		return 0;
 	if (s != NATS_OK)
@@ -374,8 +381,14 @@ ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms, char *errbuf, size_t e
 			out->deliveries = meta->NumDelivered;
 			out->timestamp_ns = meta->Timestamp;
 			strlcpy(out->stream, meta->Stream, sizeof(out->stream));
+			out->from_stream = true;
 			jsMsgMetaData_Destroy(meta);
 		}
+		else
+			ism_log_limited(WARNING, "no JetStream metadata",
+							"ism_state: a message on \"%s\" came with no JetStream metadata (not from the stream);"
+							" it is handled as it comes, without exactly-once bookkeeping",
+							out->subject ? out->subject : "");
 		bytes += out->len;
 		redeliveries += out->deliveries > 1;
 	}
@@ -416,6 +429,25 @@ ism_inbound_error(const char *error)
 		ism_route_error(inbound_selector, error);
 }
 
+/*
+ * Can m be nak'ed for another try?  Not after ism_state.max_deliveries,
+ * nor when it is from no stream (nothing would deliver it again): then it
+ * is given up, for the reason ism_nats_why_no_retry gives.
+ */
+bool
+ism_nats_can_retry(const IsmMessage *m)
+{
+	return m->from_stream && m->deliveries < (uint64) ism_max_deliveries;
+}
+
+char *
+ism_nats_why_no_retry(const IsmMessage *m, const char *error)
+{
+	if (!m->from_stream)
+		return psprintf("failed and cannot be retried (not from a stream): %s", error);
+	return psprintf("gave up after " UINT64_FORMAT " deliveries: %s", m->deliveries, error);
+}
+
 /* A nak's delay: 1 s, 2 s, 4 s … by delivery, at most a minute. */
 int64
 ism_nats_redelivery_delay_ms(const IsmMessage *m)
@@ -437,6 +469,8 @@ ism_nats_settle(IsmMessage *m, IsmSettle how, int64 delay_ms, char *errbuf, size
 	natsMsg    *msg = (natsMsg *) m->handle;
 	natsStatus	s = NATS_OK;
 
+	if (!m->from_stream)
+		return true;			/* nobody to tell */
 	switch (how)
 	{
 		case ISM_ACK:
@@ -466,10 +500,10 @@ ism_nats_ensure_stream(const char *stream, const char *subject,
 	sigset_t	saved;
 	bool		ok;
 
-	block_all_signals(&saved);
+	ism_block_signals(&saved);
 	ok = open_js(errbuf, errlen) &&
 		ensure_stream_locked(stream, subject, errbuf, errlen);
-	restore_signals(&saved);
+	ism_restore_signals(&saved);
 	return ok;
 }
 
@@ -507,7 +541,7 @@ ism_nats_publish(const char *selector, const char *subject, const char *data, si
 	bool		ok = true;
 
 	(void) nats_wait_event();
-	block_all_signals(&saved);
+	ism_block_signals(&saved);
 	if (jetstream)
 	{
 		jsPubOptions po;
@@ -538,7 +572,7 @@ ism_nats_publish(const char *selector, const char *subject, const char *data, si
 			publish_trouble = true;
 		}
 	}
-	restore_signals(&saved);
+	ism_restore_signals(&saved);
 	if (ok)
 	{
 		ism_count_route(selector, ISM_RC_PUBLISHED, 1);
@@ -557,11 +591,11 @@ ism_nats_flush(int timeout_ms, char *errbuf, size_t errlen)
 	sigset_t	saved;
 	natsStatus	s;
 
-	block_all_signals(&saved);
+	ism_block_signals(&saved);
 	pgstat_report_wait_start(nats_wait_event());
 	s = natsConnection_FlushTimeout(ism_nats_connection(), timeout_ms);
 	pgstat_report_wait_end();
-	restore_signals(&saved);
+	ism_restore_signals(&saved);
 	return s == NATS_OK || js_failure("could not flush to the server", s, 0, errbuf, errlen);
 }
 
@@ -578,7 +612,7 @@ ism_nats_publish_wait(int timeout_ms, char *errbuf, size_t errlen)
 	int			failed;
 	bool		ok = true;
 
-	block_all_signals(&saved);
+	ism_block_signals(&saved);
 	if (js)
 	{
 		jsPubOptions po;
@@ -604,7 +638,7 @@ ism_nats_publish_wait(int timeout_ms, char *errbuf, size_t errlen)
 			ok = js_failure("could not flush publishes", s, 0, errbuf, errlen);
 		pending_core_publishes = false;
 	}
-	restore_signals(&saved);
+	ism_restore_signals(&saved);
 
 	if (ok && publish_trouble)
 	{

@@ -177,3 +177,23 @@ ism_json_all_finite(const cJSON *item)
 			return false;
 	return true;
 }
+
+/*
+ * A JSON number that is a whole number, as an int: a value beyond int's
+ * range is clamped to it (a batch of 10^10 records is no limit at all,
+ * as the platform's 64-bit integers mean it).  false for anything else.
+ */
+bool
+ism_json_whole_int(const cJSON *item, int *out)
+{
+	double		d;
+
+	if (!cJSON_IsNumber(item))
+		return false;
+	d = item->valuedouble;
+	if (!isfinite(d) || floor(d) != d)
+		return false;
+	*out = d >= (double) PG_INT32_MAX ? PG_INT32_MAX :
+		d <= (double) PG_INT32_MIN ? PG_INT32_MIN : (int) d;
+	return true;
+}

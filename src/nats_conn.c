@@ -31,18 +31,28 @@ static natsStatistics *conn_stats = NULL;
 static bool library_open = false;
 static uint64_t seen_reconnects = 0;
 
-/* Run the calls that may create threads with every signal blocked. */
+/*
+ * Run the calls that may create threads with every signal blocked but
+ * SIGQUIT: the threads they start inherit the mask, so PostgreSQL's
+ * signals (SIGTERM, SIGHUP, SIGINT, SIGUSR1, SIGURG) reach only the main
+ * thread, while SIGQUIT, whose handler just exits the process, is taken
+ * at once by whichever thread has it (an immediate shutdown never waits
+ * for a NATS call to end).  Nothing between this and ism_restore_signals
+ * may raise a PostgreSQL error; ism_run_in_transaction restores the
+ * worker's mask after any error all the same.
+ */
 void
-block_all_signals(sigset_t *saved)
+ism_block_signals(sigset_t *saved)
 {
 	sigset_t	all;
 
 	sigfillset(&all);
+	sigdelset(&all, SIGQUIT);
 	pthread_sigmask(SIG_SETMASK, &all, saved);
 }
 
 void
-restore_signals(const sigset_t *saved)
+ism_restore_signals(const sigset_t *saved)
 {
 	pthread_sigmask(SIG_SETMASK, saved, NULL);
 }
@@ -52,7 +62,7 @@ restore_signals(const sigset_t *saved)
  * prefix and without saying the same thing twice.
  */
 void
-describe_failure(natsStatus s, char *errbuf, size_t errlen)
+ism_nats_describe_failure(natsStatus s, char *errbuf, size_t errlen)
 {
 	natsStatus	detail_status;
 	const char *detail = nats_GetLastError(&detail_status);
@@ -244,7 +254,7 @@ ism_nats_connect(const char *client_name, char *errbuf, size_t errlen)
 	if (!resolve_secrets(&secrets, errbuf, errlen))
 		return false;
 
-	block_all_signals(&saved);
+	ism_block_signals(&saved);
 	if (!library_open)
 	{
 		s = nats_Open(-1);
@@ -256,11 +266,11 @@ ism_nats_connect(const char *client_name, char *errbuf, size_t errlen)
 		s = build_options(&opts, client_name, &secrets);
 	if (s == NATS_OK)
 		s = natsConnection_Connect(&conn, opts);
-	restore_signals(&saved);
+	ism_restore_signals(&saved);
 
 	if (s != NATS_OK)
 	{
-		describe_failure(s, errbuf, errlen);
+		ism_nats_describe_failure(s, errbuf, errlen);
 		explain_closed_tls(s, errbuf, errlen);
 		natsConnection_Destroy(conn);
 		conn = NULL;

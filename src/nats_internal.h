@@ -16,9 +16,9 @@
 
 /* nats_conn.c */
 extern natsConnection *ism_nats_connection(void);
-extern void block_all_signals(sigset_t *saved);
-extern void restore_signals(const sigset_t *saved);
-extern void describe_failure(natsStatus s, char *errbuf, size_t errlen);
+extern void ism_block_signals(sigset_t *saved);
+extern void ism_restore_signals(const sigset_t *saved);
+extern void ism_nats_describe_failure(natsStatus s, char *errbuf, size_t errlen);
 
 /* jetstream.c */
 extern jsCtx *ism_js_context(char *errbuf, size_t errlen);

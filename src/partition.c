@@ -312,8 +312,26 @@ evaluate(const char *expression, const cJSON *data, const cJSON *context,
 }
 
 /*
- * The partition key.  data is the first entry (NULL when there is none);
- * context the inbound context (NULL when absent).
+ * A project id that may be missing, as Python's str() prints it: the
+ * platform's catalog does not promise processor.project_id.
+ */
+static const char *
+python_str(const char *project_id)
+{
+	return project_id ? project_id : "None";
+}
+
+/* The project id as the key itself: none (a falsy key) when it is missing. */
+static char *
+project_key(const char *project_id)
+{
+	return project_id ? pstrdup(project_id) : NULL;
+}
+
+/*
+ * The partition key, NULL when there is none.  data is the first entry
+ * (NULL when there is none); context the inbound context (NULL when
+ * absent); project_id and route_id may be NULL.
  */
 char *
 ism_partition_key(const char *mode, const char *expression,
@@ -321,22 +339,23 @@ ism_partition_key(const char *mode, const char *expression,
 				  const cJSON *context, const cJSON *data)
 {
 	if (mode == NULL || pg_strcasecmp(mode, "PROJECT_ID") == 0)
-		return pstrdup(project_id);
+		return project_key(project_id);
 
 	if (pg_strcasecmp(mode, "USER_ID") == 0)
 	{
 		Value		user;
 
 		/* upstream: str(context.get("user_id", project_id)) on a non-empty context */
-		if (!cJSON_IsObject(context) || cJSON_GetArraySize(context) == 0 ||
-			!cJSON_HasObjectItem(context, "user_id"))
-			return pstrdup(project_id);
+		if (!cJSON_IsObject(context) || cJSON_GetArraySize(context) == 0)
+			return project_key(project_id);
+		if (!cJSON_HasObjectItem(context, "user_id"))
+			return pstrdup(python_str(project_id));
 		user = from_json(cJSON_GetObjectItemCaseSensitive(context, "user_id"));
 		return value_to_text(&user);
 	}
 
 	if (pg_strcasecmp(mode, "ROUTE_ID") == 0)
-		return pstrdup(route_id ? route_id : project_id);
+		return route_id ? pstrdup(route_id) : project_key(project_id);
 
 	if (pg_strcasecmp(mode, "EXPRESSION") == 0 && expression && expression[0])
 	{
@@ -349,10 +368,10 @@ ism_partition_key(const char *mode, const char *expression,
 		{
 			elog(DEBUG1, "ism_state: concurrencyExpression \"%s\" is outside the supported subset or failed; using the project id",
 				 expression);
-			return pstrdup(project_id);
+			return project_key(project_id);
 		}
 		if (truthy(&result))
-			return psprintf("%s.%s", project_id, value_to_text(&result));
+			return psprintf("%s.%s", python_str(project_id), value_to_text(&result));
 	}
-	return pstrdup(project_id);
+	return project_key(project_id);
 }

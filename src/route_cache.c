@@ -127,11 +127,11 @@ ism_route_cache_load(void)
 	PopActiveSnapshot();
 	SPI_finish();
 
-	index = route_index_create(n);
+	index = ism_route_index_create(n);
 	for (uint64 i = 0; index && i < n; i++)
-		if (!route_index_add(index, routes[i].selector, (int) i))
+		if (!ism_route_index_add(index, routes[i].selector, (int) i))
 		{
-			route_index_destroy(index);
+			ism_route_index_destroy(index);
 			index = NULL;
 		}
 	if (index == NULL)
@@ -142,7 +142,7 @@ ism_route_cache_load(void)
 	MemoryContextSetParent(fresh, TopMemoryContext);
 	if (cache_context)
 		MemoryContextDelete(cache_context);
-	route_index_destroy(cache_index);
+	ism_route_index_destroy(cache_index);
 	cache_context = fresh;
 	cached_routes = routes;
 	ncached_routes = (int) n;
@@ -163,6 +163,6 @@ ism_route_cache_resolve(const char *selector, RouteLookupResult *result)
 		*result = ROUTE_NOT_FOUND;
 		return NULL;
 	}
-	*result = route_index_lookup(cache_index, selector, &id, 1, &nmatches);
+	*result = ism_route_index_lookup(cache_index, selector, &id, 1, &nmatches);
 	return *result == ROUTE_FOUND ? &cached_routes[id] : NULL;
 }

@@ -145,7 +145,7 @@ table_put(Table *t, const char *key, size_t len, int id)
 }
 
 RouteIndex *
-route_index_create(size_t expected_routes)
+ism_route_index_create(size_t expected_routes)
 {
 	RouteIndex *index = calloc(1, sizeof(RouteIndex));
 
@@ -154,14 +154,14 @@ route_index_create(size_t expected_routes)
 	if (!table_init(&index->exact, expected_routes) ||
 		!table_init(&index->prefix, expected_routes))
 	{
-		route_index_destroy(index);
+		ism_route_index_destroy(index);
 		return NULL;
 	}
 	return index;
 }
 
 void
-route_index_destroy(RouteIndex *index)
+ism_route_index_destroy(RouteIndex *index)
 {
 	if (index == NULL)
 		return;
@@ -171,7 +171,7 @@ route_index_destroy(RouteIndex *index)
 }
 
 bool
-route_index_add(RouteIndex *index, const char *selector, int id)
+ism_route_index_add(RouteIndex *index, const char *selector, int id)
 {
 	size_t		len = strlen(selector);
 
@@ -183,7 +183,7 @@ route_index_add(RouteIndex *index, const char *selector, int id)
 }
 
 RouteLookupResult
-route_index_lookup(const RouteIndex *index, const char *selector,
+ism_route_index_lookup(const RouteIndex *index, const char *selector,
 				   int *ids, int maxids, int *nmatches)
 {
 	size_t		len = strlen(selector);

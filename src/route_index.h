@@ -33,18 +33,18 @@ typedef enum RouteLookupResult
 } RouteLookupResult;
 
 /* NULL when out of memory. */
-extern RouteIndex *route_index_create(size_t expected_routes);
-extern void route_index_destroy(RouteIndex *index);
+extern RouteIndex *ism_route_index_create(size_t expected_routes);
+extern void ism_route_index_destroy(RouteIndex *index);
 
 /* Adds selector (copied) as route number id; false when out of memory. */
-extern bool route_index_add(RouteIndex *index, const char *selector, int id);
+extern bool ism_route_index_add(RouteIndex *index, const char *selector, int id);
 
 /*
  * Looks selector up.  ROUTE_FOUND: ids[0] is the route.  ROUTE_AMBIGUOUS:
  * *nmatches wildcard routes matched, the first min(*nmatches, maxids) of
  * them in ids.  ROUTE_NOT_FOUND: nothing matched.
  */
-extern RouteLookupResult route_index_lookup(const RouteIndex *index,
+extern RouteLookupResult ism_route_index_lookup(const RouteIndex *index,
 											const char *selector,
 											int *ids, int maxids,
 											int *nmatches);

@@ -73,7 +73,7 @@ static const struct
 };
 
 void
-route_spec_init(RouteSpec *spec)
+ism_route_spec_init(RouteSpec *spec)
 {
 	memset(spec, 0, sizeof(*spec));
 	spec->mode = "push";
@@ -238,7 +238,7 @@ keep_unknown(RouteSpec *spec, const char *key, const RouteValue *v)
  * On a bad value, returns false with *error saying what is wrong.
  */
 bool
-route_spec_set(RouteSpec *spec, const char *key, const RouteValue *value,
+ism_route_spec_set(RouteSpec *spec, const char *key, const RouteValue *value,
 			   char **error)
 {
 	for (size_t i = 0; i < lengthof(route_keys); i++)
@@ -263,7 +263,7 @@ route_spec_set(RouteSpec *spec, const char *key, const RouteValue *value,
  * keys.  *missing_key names the first one missing.
  */
 bool
-route_spec_check(RouteSpec *spec, bool from_yaml, const char **missing_key,
+ism_route_spec_check(RouteSpec *spec, bool from_yaml, const char **missing_key,
 				 char **error)
 {
 	size_t		nrequired = from_yaml ? lengthof(required_keys) : 2;

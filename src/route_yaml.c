@@ -532,7 +532,7 @@ parse_route(YamlDoc *yd, yaml_node_t *entry, int number)
 	if (entry->type != YAML_MAPPING_NODE)
 		yaml_fail(entry, psprintf("route entry %d must be a mapping, found %s",
 								  number, node_kind(entry)));
-	route_spec_init(spec);
+	ism_route_spec_init(spec);
 	spec->line = (int) entry->start_mark.line + 1;
 	spec->column = (int) entry->start_mark.column + 1;
 	collect_pairs(yd, entry, 1, &pairs);
@@ -549,10 +549,10 @@ parse_route(YamlDoc *yd, yaml_node_t *entry, int number)
 
 		spend_json_bytes(yd, p->key_node, strlen(p->key));	/* a key kept in extra */
 		yaml_value(yd, p->value, &v);
-		if (!route_spec_set(spec, p->key, &v, &error))
+		if (!ism_route_spec_set(spec, p->key, &v, &error))
 			yaml_fail(p->value, psprintf("%s, key \"%s\": %s", label, p->key, error));
 	}
-	if (!route_spec_check(spec, true, &missing, &error))
+	if (!ism_route_spec_check(spec, true, &missing, &error))
 		yaml_fail(entry, psprintf("%s: %s", label, error));
 	return spec;
 }

@@ -213,16 +213,15 @@ int_property(Inbound *in, cJSON *props, const char *key, int dflt, int *out,
 	*out = dflt;
 	if (v == NULL || cJSON_IsNull(v))
 		return true;
-	if (!cJSON_IsNumber(v) || v->valuedouble != (double) (int) v->valuedouble ||
-		v->valueint < 1)
+	if (!ism_json_whole_int(v, out) || *out < 1)
 	{
 		char	   *printed = ism_json_print(v);
 
 		fail(in, false, "processor %s: property \"%s\" must be a positive integer, not %s",
 			 processor_id, key, printed ? printed : "?");
+		*out = dflt;
 		return false;
 	}
-	*out = v->valueint;
 	return true;
 }
 
@@ -415,6 +414,31 @@ outbound_subject(Inbound *in, const IsmRoute *r, const char *partition_key)
 	return subject;
 }
 
+/*
+ * The Nats-Msg-Id of an outbound message: its inbound message's stream and
+ * sequence, then the status it reports (id_suffix) or its ordinal and a
+ * hash of its subject and body.  A redelivered message publishing the same
+ * messages again has them deduplicated by JetStream; one building other
+ * pages (its processor's properties or its state changed meanwhile) has
+ * them all delivered.  None for a message from no stream (nothing to
+ * derive it from).
+ */
+static char *
+outbound_msg_id(Inbound *in, const char *subject, const char *body, const char *id_suffix)
+{
+	const IsmMessage *m = in->msg;
+	uint64		h;
+
+	if (!m->from_stream)
+		return NULL;
+	if (id_suffix)
+		return psprintf("ism:%s:" UINT64_FORMAT ":%s", m->stream, m->stream_seq, id_suffix);
+	h = hash_bytes_extended((const unsigned char *) subject, strlen(subject), 0);
+	h = hash_bytes_extended((const unsigned char *) body, strlen(body), h);
+	return psprintf("ism:%s:" UINT64_FORMAT ":%d:%016" INT64_MODIFIER "x",
+					m->stream, m->stream_seq, ++in->published, h);
+}
+
 static Outcome
 publish(Inbound *in, const IsmRoute *r, const char *subject, cJSON *body,
 		const char *id_suffix)
@@ -427,10 +451,7 @@ publish(Inbound *in, const IsmRoute *r, const char *subject, cJSON *body,
 		return retry(in, "could not serialise an outbound message");
 	if (r->jetstream_enabled && !ism_nats_ensure_stream(r->name, r->subject, err, sizeof(err)))
 		return retry(in, "%s", err);
-	msg_id = id_suffix ?
-		psprintf("ism:%s:" UINT64_FORMAT ":%s", in->msg->stream, in->msg->stream_seq, id_suffix) :
-		psprintf("ism:%s:" UINT64_FORMAT ":%d", in->msg->stream, in->msg->stream_seq,
-				 ++in->published);
+	msg_id = outbound_msg_id(in, subject, text, id_suffix);
 	if (!ism_nats_publish(r->selector, subject, text, strlen(text), msg_id,
 						  r->jetstream_enabled, err, sizeof(err)))
 		return retry(in, "%s", err);
@@ -893,13 +914,9 @@ handle_message(IsmMessage *m)
 		outcome = dispatch_in_transaction(&in);
 	}
 
-	if (outcome == OUTCOME_TRANSIENT && (int) m->deliveries >= ism_max_deliveries)
+	if (outcome == OUTCOME_TRANSIENT && !ism_nats_can_retry(m))
 	{
-		char		reason[sizeof(in.error)];
-
-		snprintf(reason, sizeof(reason), "gave up after %d deliveries: %s",
-				 (int) m->deliveries, in.error);
-		strlcpy(in.error, reason, sizeof(in.error));
+		strlcpy(in.error, ism_nats_why_no_retry(m, in.error), sizeof(in.error));
 		in.data_is_raw = true;
 		outcome = OUTCOME_PERMANENT;
 	}

@@ -21,6 +21,7 @@ struct cJSON;
 struct StringInfoData;
 extern char *ism_json_print(const struct cJSON *item);
 extern bool ism_json_all_finite(const struct cJSON *item);
+extern bool ism_json_whole_int(const struct cJSON *item, int *out);
 extern void ism_json_append(struct StringInfoData *buf, const struct cJSON *item);
 
 /* writer.c */

@@ -336,7 +336,7 @@ set_or_fail(RouteSpec *spec, const char *key, const RouteValue *v, bool option)
 {
 	char	   *error;
 
-	if (!route_spec_set(spec, key, v, &error))
+	if (!ism_route_spec_set(spec, key, v, &error))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s \"%s\": %s", option ? "option" : "argument",
@@ -367,7 +367,7 @@ ism_add_route(PG_FUNCTION_ARGS)
 	char	   *error;
 	Datum		row;
 
-	route_spec_init(&spec);
+	ism_route_spec_init(&spec);
 	for (int i = 0; i < (int) lengthof(arguments); i++)
 		set_argument(&spec, arguments[i], fcinfo, i);
 
@@ -401,7 +401,7 @@ ism_add_route(PG_FUNCTION_ARGS)
 
 	if (spec.subject && !spec.name)
 		spec.name = stream_name_from_subject(spec.subject);
-	if (!route_spec_check(&spec, false, &missing, &error))
+	if (!ism_route_spec_check(&spec, false, &missing, &error))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("add_route() needs a %s", missing)));
@@ -441,19 +441,19 @@ ism_resolve_route(PG_FUNCTION_ARGS)
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "ism_state: could not read routes");
 
-	index = route_index_create(SPI_processed);
+	index = ism_route_index_create(SPI_processed);
 	if (index == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	for (uint64 i = 0; i < SPI_processed; i++)
-		if (!route_index_add(index,
+		if (!ism_route_index_add(index,
 							 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
 							 (int) i))
 		{
-			route_index_destroy(index);
+			ism_route_index_destroy(index);
 			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 		}
-	result = route_index_lookup(index, selector, ids, (int) lengthof(ids), &nmatches);
-	route_index_destroy(index);
+	result = ism_route_index_lookup(index, selector, ids, (int) lengthof(ids), &nmatches);
+	ism_route_index_destroy(index);
 
 	if (result == ROUTE_NOT_FOUND)
 		ereport(ERROR,
@@ -486,13 +486,29 @@ ism_resolve_route(PG_FUNCTION_ARGS)
 static bool changed_in_xact[ISM_NUM_CHANGES];
 static bool xact_callback_registered = false;
 
+/*
+ * The workers learn of a change at its commit.  COMMIT PREPARED runs no
+ * callback of the preparing backend, so (as PostgreSQL does for NOTIFY) a
+ * transaction that changed routes or asked for replays cannot be prepared.
+ */
 static void
 notify_workers_at_commit(XactEvent event, void *arg)
 {
 	bool		commit = (event == XACT_EVENT_COMMIT ||
 						  event == XACT_EVENT_PARALLEL_COMMIT);
 
-	if (!commit && event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
+	if (event == XACT_EVENT_PRE_PREPARE)
+	{
+		for (int c = 0; c < ISM_NUM_CHANGES; c++)
+			if (changed_in_xact[c])
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that has changed ism_state routes or asked for dead-letter replays"),
+						 errhint("Make the change in a transaction of its own, without PREPARE TRANSACTION.")));
+		return;
+	}
+	if (!commit && event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT &&
+		event != XACT_EVENT_PREPARE)
 		return;
 	for (int c = 0; c < ISM_NUM_CHANGES; c++)
 	{

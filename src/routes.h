@@ -59,10 +59,10 @@ typedef struct RouteSpec
 	int			column;
 } RouteSpec;
 
-extern void route_spec_init(RouteSpec *spec);
-extern bool route_spec_set(RouteSpec *spec, const char *key,
+extern void ism_route_spec_init(RouteSpec *spec);
+extern bool ism_route_spec_set(RouteSpec *spec, const char *key,
 						   const RouteValue *value, char **error);
-extern bool route_spec_check(RouteSpec *spec, bool from_yaml,
+extern bool ism_route_spec_check(RouteSpec *spec, bool from_yaml,
 							 const char **missing_key, char **error);
 extern bool ism_valid_stream_name(const char *name);
 extern bool ism_valid_subject(const char *subject);

@@ -23,6 +23,7 @@
 
 #include "access/xact.h"
 #include "commands/extension.h"
+#include "libpq/pqsignal.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "miscadmin.h"
@@ -193,6 +194,8 @@ ism_run_in_transaction_ex(void (*fn) (void *), void *arg, char *errbuf,
 	{
 		ErrorData  *edata;
 
+		/* an error never leaves the signals of a NATS call blocked */
+		sigprocmask(SIG_SETMASK, &UnBlockSig, NULL);
 		MemoryContextSwitchTo(caller);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -354,15 +357,21 @@ apply_settings(IsmWorker *w)
 	w->seed_pending = true;
 }
 
-static bool
-extension_exists(void)
+static void
+look_for_extension(void *arg)
 {
-	bool		exists;
+	*(bool *) arg = OidIsValid(get_extension_oid(ISM_EXTENSION_NAME, true));
+}
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	exists = OidIsValid(get_extension_oid(ISM_EXTENSION_NAME, true));
-	CommitTransactionCommand();
+/* Is the extension there?  What was known before, when the look failed. */
+static bool
+extension_exists(bool known)
+{
+	bool		exists = known;
+	char		err[ISM_MSG_LEN];
+
+	if (!ism_run_in_transaction(look_for_extension, &exists, err, sizeof(err)))
+		return known;
 	return exists;
 }
 
@@ -381,7 +390,7 @@ ensure_extension(IsmWorker *w)
 		return true;
 	w->next_extension_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														  ISM_POLL_MS);
-	present = extension_exists();
+	present = extension_exists(w->extension_present);
 
 	if (present && !w->extension_present)
 	{
@@ -771,6 +780,15 @@ ism_worker_main(Datum main_arg)
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+
+		/*
+		 * pg_cancel_backend() cancels the statement the worker runs (a
+		 * flush waiting for a lock, say: it is retried).  Between
+		 * statements there is nothing to cancel, and here, outside any
+		 * transaction, ProcessInterrupts would make it an ERROR that ends
+		 * the worker.
+		 */
+		QueryCancelPending = false;
 		CHECK_FOR_INTERRUPTS();
 
 		if (ConfigReloadPending)

@@ -32,11 +32,14 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "commands/copy.h"
+#include "common/hashfn.h"
 #include "executor/executor.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_relation.h"
 #include "utils/errcodes.h"
 #include "utils/resowner.h"
+#include "utils/rls.h"
+#include "tcop/utility.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -82,12 +85,15 @@ typedef struct Pending
 
 typedef struct Batch
 {
+	MemoryContext self;			/* the batch and all it holds */
 	char	   *processor_id;
 	TableConfig config;
-	MemoryContext context;		/* everything below; reset by a flush */
+	MemoryContext context;		/* its messages; reset by a flush */
 	List	   *pending;		/* of Pending *, in arrival order */
 	int			nrecords;
 	int64		nbytes;			/* of the pending messages */
+	Size		memory;			/* their memory (contexts), counted as queued */
+	TimestampTz last_used;		/* a message last queued */
 	/* the table's columns as the last committed flush left them */
 	MemoryContext columns_context;
 	List	   *column_names;	/* of char * */
@@ -103,7 +109,31 @@ static MemoryContext writer_context = NULL;	/* the batches */
 static TimestampTz last_prune = 0;
 static MemoryContext message_context = NULL;	/* the message being queued */
 static MemoryContext flush_context = NULL;	/* reset after each group flush */
-static List *batches = NIL;		/* of Batch * */
+static List *batches = NIL;		/* of Batch *, in the order made */
+
+/* The batches by processor id. */
+typedef struct BatchEntry
+{
+	const char *processor_id;	/* the batch's own copy */
+	Batch	   *batch;
+	char		status;			/* simplehash's */
+} BatchEntry;
+
+#define SH_PREFIX		batchmap
+#define SH_ELEMENT_TYPE BatchEntry
+#define SH_KEY_TYPE		const char *
+#define SH_KEY			processor_id
+#define SH_HASH_KEY(tb, key) hash_bytes((const unsigned char *) (key), strlen(key))
+#define SH_EQUAL(tb, a, b) (strcmp(a, b) == 0)
+#define SH_SCOPE		static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+static batchmap_hash *batch_map = NULL;
+
+/* A batch with nothing pending for this long is let go (its column cache too). */
+#define BATCH_IDLE_MS		300000
 
 void
 ism_writer_init(void)
@@ -121,6 +151,7 @@ ism_writer_init(void)
 										   ALLOCSET_DEFAULT_SIZES);
 	flush_context = AllocSetContextCreate(writer_context, "ism_state writer flush",
 										  ALLOCSET_DEFAULT_SIZES);
+	batch_map = batchmap_create(writer_context, 64, NULL);
 }
 
 /* --- statuses ------------------------------------------------------------ */
@@ -197,26 +228,24 @@ table_config(const char *processor_id, const char *props_text, TableConfig *c,
 	{
 		if (cJSON_IsNull(v))
 			c->batch_size = 0;
-		else if (!cJSON_IsNumber(v) || v->valuedouble != (double) v->valueint)
+		else if (!ism_json_whole_int(v, &c->batch_size))
 		{
 			*error = psprintf("processor %s: property \"batchSize\" must be an integer", processor_id);
 			return false;
 		}
 		else
-			c->batch_size = Max(v->valueint, 1);
+			c->batch_size = Max(c->batch_size, 1);
 	}
 	if ((v = cJSON_GetObjectItem(props, "batchWindowTTL")) != NULL)
 	{
 		if (cJSON_IsNull(v))
 			c->window_s = -1;
-		else if (!cJSON_IsNumber(v) || v->valuedouble != (double) v->valueint || v->valueint < 0)
+		else if (!ism_json_whole_int(v, &c->window_s) || c->window_s < 0)
 		{
 			*error = psprintf("processor %s: property \"batchWindowTTL\" must be a number of seconds (0 or more)",
 							  processor_id);
 			return false;
 		}
-		else
-			c->window_s = v->valueint;
 	}
 	if ((v = cJSON_GetObjectItem(props, "includeTimestamp")) != NULL)
 	{
@@ -376,43 +405,79 @@ resolve_processor(void *arg)
 static Batch *
 find_batch(const char *processor_id)
 {
+	BatchEntry *e = batchmap_lookup(batch_map, processor_id);
+
+	return e ? e->batch : NULL;
+}
+
+static Batch *
+new_batch(const char *processor_id, const TableConfig *config)
+{
+	MemoryContext self = AllocSetContextCreate(writer_context, "ism_state writer batch",
+											   ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(self);
+	Batch	   *b = palloc0(sizeof(Batch));
+	ListCell   *lc;
+	bool		found;
+
+	b->self = self;
+	b->processor_id = pstrdup(processor_id);
+	b->context = AllocSetContextCreate(self, "ism_state writer messages",
+									   ALLOCSET_DEFAULT_SIZES);
+	b->columns_context = AllocSetContextCreate(self, "ism_state writer columns",
+											   ALLOCSET_SMALL_SIZES);
+	b->config = *config;
+	b->config.table = pstrdup(config->table);
+	b->config.index_columns = NIL;
+	foreach(lc, config->index_columns)
+		b->config.index_columns = lappend(b->config.index_columns, pstrdup(lfirst(lc)));
+	b->last_used = GetCurrentTimestamp();
+
+	MemoryContextSwitchTo(writer_context);
+	batches = lappend(batches, b);
+	batchmap_insert(batch_map, b->processor_id, &found)->batch = b;
+	MemoryContextSwitchTo(old);
+	return b;
+}
+
+/* Let a batch with nothing pending go, all its memory with it. */
+static void
+free_batch(Batch *b)
+{
+	Assert(b->pending == NIL);
+	batchmap_delete(batch_map, b->processor_id);
+	batches = list_delete_ptr(batches, b);
+	MemoryContextDelete(b->self);
+}
+
+/*
+ * Let go of the batches of processors that sent nothing for a while:
+ * processors come and go, and the writer keeps no more than it uses.
+ */
+static void
+free_idle_batches(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	List	   *idle = NIL;
 	ListCell   *lc;
 
 	foreach(lc, batches)
 	{
 		Batch	   *b = lfirst(lc);
 
-		if (strcmp(b->processor_id, processor_id) == 0)
-			return b;
+		if (b->pending == NIL && TimestampDifferenceExceeds(b->last_used, now, BATCH_IDLE_MS))
+			idle = lappend(idle, b);
 	}
-	return NULL;
+	foreach(lc, idle)
+		free_batch(lfirst(lc));
+	list_free(idle);
 }
 
-static Batch *
-new_batch(const char *processor_id, const TableConfig *config)
+/* When the batch's window closes (batchWindowTTL may be up to INT_MAX s). */
+static TimestampTz
+window_end(const Batch *b)
 {
-	MemoryContext old = MemoryContextSwitchTo(writer_context);
-	Batch	   *b = palloc0(sizeof(Batch));
-
-	b->processor_id = pstrdup(processor_id);
-	b->context = AllocSetContextCreate(writer_context, "ism_state writer batch",
-									   ALLOCSET_DEFAULT_SIZES);
-	b->columns_context = AllocSetContextCreate(writer_context, "ism_state writer columns",
-											   ALLOCSET_SMALL_SIZES);
-	batches = lappend(batches, b);
-	MemoryContextSwitchTo(old);
-	b->config = *config;
-	b->config.table = MemoryContextStrdup(writer_context, config->table);
-	b->config.index_columns = NIL;
-	{
-		ListCell   *lc;
-
-		old = MemoryContextSwitchTo(writer_context);
-		foreach(lc, config->index_columns)
-			b->config.index_columns = lappend(b->config.index_columns, pstrdup(lfirst(lc)));
-		MemoryContextSwitchTo(old);
-	}
-	return b;
+	return b->oldest + (int64) b->config.window_s * USECS_PER_SEC;
 }
 
 /*
@@ -429,10 +494,9 @@ batch_due(const Batch *b, bool all)
 	if (all || (b->config.batch_size > 0 && b->nrecords >= b->config.batch_size))
 		return true;
 	if (b->nrecords >= ism_writer_batch_max_records ||
-		MemoryContextMemAllocated(b->context, true) >= (Size) ism_writer_batch_max_kb * 1024)
+		b->memory >= (Size) ism_writer_batch_max_kb * 1024)
 		return true;
-	if (b->config.window_s >= 0 &&
-		TimestampDifferenceExceeds(b->oldest, GetCurrentTimestamp(), b->config.window_s * 1000))
+	if (b->config.window_s >= 0 && GetCurrentTimestamp() >= window_end(b))
 		return true;
 	return false;
 }
@@ -468,34 +532,46 @@ typedef struct Flush
 } Flush;
 
 
-/* The stream sequences this flush applies; those applied before come back false. */
+/*
+ * The stream sequences this flush applies; those applied before come back
+ * false.  A message from no stream has no sequence to be known by: it is
+ * applied as it comes (see IsmMessage.from_stream).
+ */
 static void
 record_applied(Flush *f)
 {
 	int			n = list_length(f->pending);
 	Datum	   *streams = palloc(sizeof(Datum) * n);
 	Datum	   *seqs = palloc(sizeof(Datum) * n);
+	int			nseqs = 0;
 	Oid			types[2] = {TEXTARRAYOID, INT8ARRAYOID};
 	Datum		args[2];
 	ListCell   *lc;
 	MemoryContext caller = CurrentMemoryContext;
 
+	f->apply = palloc0(sizeof(bool) * n);
 	foreach(lc, f->pending)
 	{
 		Pending    *p = lfirst(lc);
 
-		streams[foreach_current_index(lc)] = CStringGetTextDatum(p->msg.stream);
-		seqs[foreach_current_index(lc)] = Int64GetDatum((int64) p->msg.stream_seq);
+		if (!p->msg.from_stream)
+		{
+			f->apply[foreach_current_index(lc)] = true;
+			continue;
+		}
+		streams[nseqs] = CStringGetTextDatum(p->msg.stream);
+		seqs[nseqs++] = Int64GetDatum((int64) p->msg.stream_seq);
 	}
-	args[0] = PointerGetDatum(construct_array(streams, n, TEXTOID, -1, false, TYPALIGN_INT));
-	args[1] = PointerGetDatum(construct_array(seqs, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (nseqs == 0)
+		return;
+	args[0] = PointerGetDatum(construct_array(streams, nseqs, TEXTOID, -1, false, TYPALIGN_INT));
+	args[1] = PointerGetDatum(construct_array(seqs, nseqs, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	if (SPI_execute_with_args("INSERT INTO ism_state.applied (stream, stream_seq)"
 							  " SELECT * FROM unnest($1::text[], $2::bigint[])"
 							  " ON CONFLICT DO NOTHING RETURNING stream, stream_seq",
 							  2, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not record applied messages");
 	MemoryContextSwitchTo(caller);
-	f->apply = palloc0(sizeof(bool) * n);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -506,7 +582,8 @@ record_applied(Flush *f)
 		{
 			Pending    *p = lfirst(lc);
 
-			if ((int64) p->msg.stream_seq == seq && strcmp(p->msg.stream, stream) == 0)
+			if (p->msg.from_stream && (int64) p->msg.stream_seq == seq &&
+				strcmp(p->msg.stream, stream) == 0)
 			{
 				f->apply[foreach_current_index(lc)] = true;
 				break;
@@ -609,8 +686,13 @@ plan_ddl(Flush *f, const char *qualified, bool table_exists, char **colnames,
 		const char *col = quote_identifier(colnames[k]);
 		IsmColumnType type = have[k] ? f->types[k] : ISM_COL_NONE;
 
-		if (have[k] && !infer)
-			continue;			/* written as it is */
+		/*
+		 * A column the writer did not make (integer, varchar(n), …) is
+		 * written as it is, in either mode: PostgreSQL's input function
+		 * takes the value or refuses it, and f->type_sql[k] keeps its type.
+		 */
+		if (have[k] && (!infer || type == ISM_COL_OTHER))
+			continue;
 		type = ism_column_type_merge(type, wanted[k]);
 		if (type == ISM_COL_NONE)
 			type = ISM_COL_TEXT;	/* only nulls so far */
@@ -793,25 +875,20 @@ read_copy_source(void *outbuf, int minread, int maxread)
  * The records of the messages to apply, into the table through COPY's own
  * machinery (multi-row heap inserts, index and trigger handling, its
  * statistics): several times faster than INSERT statements with
- * parameters, which must be parsed and planned at every flush.
+ * parameters, which must be parsed and planned at every flush.  The
+ * checks DoCopy makes before come first (see insert_rows for a table
+ * with row-level security, which COPY FROM does not support).
  */
 static void
-copy_rows(Flush *f)
+copy_rows(Flush *f, Relation rel, List *columns)
 {
-	Batch	   *b = f->batch;
-	RangeVar   *rv = makeRangeVar(ism_data_schema, b->config.table, -1);
 	ParseState *pstate = make_parsestate(NULL);
-	List	   *columns = NIL;
 	List	   *options = list_make1(makeDefElem("encoding", (Node *) makeString("UTF8"), -1));
 	ParseNamespaceItem *nsitem;
 	CopyFromState cstate;
-	Relation	rel;
-	ListCell   *lc;
 
-	foreach(lc, f->keys)
-		columns = lappend(columns, makeString(ism_identifier(lfirst(lc), strlen(lfirst(lc)))));
-	CommandCounterIncrement();	/* see the DDL just done */
-	rel = table_openrv(rv, RowExclusiveLock);
+	PreventCommandIfReadOnly("COPY FROM");
+	PreventCommandIfParallelMode("COPY FROM");
 	nsitem = addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, NULL, false, false);
 	nsitem->p_rte->requiredPerms = ACL_INSERT;
 	ExecCheckRTPerms(pstate->p_rtable, true);
@@ -822,6 +899,88 @@ copy_rows(Flush *f)
 	f->written += (int) CopyFrom(cstate);
 	EndCopyFrom(cstate);
 	copy_source = NULL;
+}
+
+/*
+ * The records as INSERT statements, one a row, each value cast from its
+ * text to its column's type as COPY would read it (the column's typmod
+ * applies on assignment, so nothing is cut).  Used for a table whose
+ * row-level security applies to the worker's role: its policies then
+ * judge every row, as they would a user's INSERT.
+ */
+static void
+insert_rows(Flush *f, Relation rel, const char *qualified, List *columns)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			ncols = list_length(columns);
+	Oid		   *types = palloc(sizeof(Oid) * ncols);
+	Datum	   *values = palloc(sizeof(Datum) * ncols);
+	char	   *nulls = palloc(ncols + 1);
+	char	  **texts = palloc(sizeof(char *) * ncols);
+	StringInfoData sql;
+	SPIPlanPtr	plan;
+	ListCell   *lc;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "INSERT INTO %s (", qualified);
+	foreach(lc, columns)
+		appendStringInfo(&sql, "%s%s", foreach_current_index(lc) ? ", " : "",
+						 quote_identifier(strVal(lfirst(lc))));
+	appendStringInfoString(&sql, ") VALUES (");
+	foreach(lc, columns)
+	{
+		int			i = foreach_current_index(lc);
+		Oid			type = TEXTOID;
+
+		for (int a = 0; a < desc->natts; a++)
+			if (!TupleDescAttr(desc, a)->attisdropped &&
+				strcmp(NameStr(TupleDescAttr(desc, a)->attname), strVal(lfirst(lc))) == 0)
+				type = TupleDescAttr(desc, a)->atttypid;
+		types[i] = TEXTOID;
+		appendStringInfo(&sql, "%s$%d::%s", i ? ", " : "", i + 1, format_type_be_qualified(type));
+	}
+	appendStringInfoChar(&sql, ')');
+	plan = SPI_prepare(sql.data, ncols, types);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare an insert into %s: %s", qualified,
+			 SPI_result_code_string(SPI_result));
+
+	foreach(lc, records_to_apply(f))
+	{
+		ism_record_texts(f->keys, lfirst(lc), texts);
+		for (int i = 0; i < ncols; i++)
+		{
+			values[i] = texts[i] ? CStringGetTextDatum(texts[i]) : (Datum) 0;
+			nulls[i] = texts[i] ? ' ' : 'n';
+		}
+		if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not insert into %s", qualified);
+		f->written++;
+	}
+	SPI_freeplan(plan);
+}
+
+/* The records of the messages to apply, into their table. */
+static void
+write_rows(Flush *f)
+{
+	Batch	   *b = f->batch;
+	RangeVar   *rv = makeRangeVar(ism_data_schema, b->config.table, -1);
+	List	   *columns = NIL;
+	ListCell   *lc;
+	Relation	rel;
+	MemoryContext caller = CurrentMemoryContext;
+
+	foreach(lc, f->keys)
+		columns = lappend(columns, makeString(ism_identifier(lfirst(lc), strlen(lfirst(lc)))));
+	CommandCounterIncrement();	/* see the DDL just done */
+	rel = table_openrv(rv, RowExclusiveLock);
+	if (check_enable_rls(RelationGetRelid(rel), InvalidOid, false) == RLS_ENABLED)
+		insert_rows(f, rel, psprintf("%s.%s", quote_identifier(ism_data_schema),
+									 quote_identifier(b->config.table)), columns);
+	else
+		copy_rows(f, rel, columns);
+	MemoryContextSwitchTo(caller);
 	table_close(rel, NoLock);
 }
 
@@ -857,7 +1016,7 @@ write_pending(Flush *f)
 	if (f->keys != NIL)
 	{
 		ensure_columns(f);
-		copy_rows(f);
+		write_rows(f);
 	}
 }
 
@@ -942,6 +1101,24 @@ flush_group_in_transaction(void *arg)
 	SPI_finish();
 }
 
+/* Errors worth retrying as they are: the next attempt may well succeed. */
+static bool
+is_transient(int sqlstate)
+{
+	switch (ERRCODE_TO_CATEGORY(sqlstate))
+	{
+		case ERRCODE_TRANSACTION_ROLLBACK:	/* serialization, deadlock */
+		case ERRCODE_INSUFFICIENT_RESOURCES:	/* disk full, out of memory */
+		case ERRCODE_CONNECTION_EXCEPTION:
+		case ERRCODE_OPERATOR_INTERVENTION: /* canceled, shutting down */
+		case ERRCODE_SYSTEM_ERROR:	/* I/O */
+			return true;
+	}
+	/* an operator's default_transaction_read_only, a standby: for a while */
+	return sqlstate == ERRCODE_LOCK_NOT_AVAILABLE ||
+		sqlstate == ERRCODE_READ_ONLY_SQL_TRANSACTION;
+}
+
 /*
  * After a flush failed for a reason other than a passing one: write the
  * messages one by one, each in a subtransaction, so that the bad ones
@@ -967,49 +1144,50 @@ flush_one_by_one(void *arg)
 			f->written += one.written;
 			f->ddl += one.ddl;
 		}
+		else if (is_transient(sqlstate))
+		{
+			/* not this message's fault: the whole batch waits for a retry */
+			ereport(ERROR, (errcode(sqlstate), errmsg("%s", f->errors[foreach_current_index(lc)])));
+		}
 	}
 	PopActiveSnapshot();
 	SPI_finish();
 }
 
-/* Errors worth retrying as they are: the next attempt may well succeed. */
-static bool
-is_transient(int sqlstate)
-{
-	switch (ERRCODE_TO_CATEGORY(sqlstate))
-	{
-		case ERRCODE_TRANSACTION_ROLLBACK:	/* serialization, deadlock */
-		case ERRCODE_INSUFFICIENT_RESOURCES:	/* disk full, out of memory */
-		case ERRCODE_CONNECTION_EXCEPTION:
-		case ERRCODE_OPERATOR_INTERVENTION: /* canceled, shutting down */
-		case ERRCODE_SYSTEM_ERROR:	/* I/O */
-			return true;
-	}
-	return sqlstate == ERRCODE_LOCK_NOT_AVAILABLE;
-}
+static void give_up(IsmMessage *m, const char *route_id, const char *error);
 
+/*
+ * A batch whose flush failed for a passing reason: its messages are nak'ed
+ * for a retry, but one that cannot come back is given up (a table locked
+ * for hours must not hold its records for ever: see ism_nats_can_retry).
+ */
 static void
-settle_batch(Batch *b, IsmSettle how, const char *why)
+retry_batch(Batch *b, const char *why)
 {
 	ListCell   *lc;
 	char		err[512];
+	int			retried = 0;
 
 	foreach(lc, b->pending)
 	{
 		Pending    *p = lfirst(lc);
 
-		if (!ism_nats_settle(&p->msg, how, how == ISM_NAK ? ism_nats_redelivery_delay_ms(&p->msg) : 0,
-							 err, sizeof(err)))
+		if (!ism_nats_can_retry(&p->msg))
+		{
+			give_up(&p->msg, p->route_id, ism_nats_why_no_retry(&p->msg, why));
+			ism_count_table(b->config.table, ISM_TC_DEAD_LETTERS, 1);
+			continue;
+		}
+		if (!ism_nats_settle(&p->msg, ISM_NAK, ism_nats_redelivery_delay_ms(&p->msg), err, sizeof(err)))
 			ereport(WARNING, (errmsg("ism_state writer: %s", err)));
 		ism_nats_release(&p->msg, 1);
+		retried++;
 	}
-	if (why)
+	if (retried > 0)
 		ism_log_limited(WARNING, psprintf("%s: %s", b->config.table, why),
 						"ism_state writer: %d messages for table \"%s\" will be retried: %s",
-						list_length(b->pending), b->config.table, why);
+						retried, b->config.table, why);
 }
-
-static void give_up(IsmMessage *m, const char *route_id, const char *error);
 
 /*
  * After the group's commit: a batch that failed for good is written again
@@ -1046,7 +1224,7 @@ finish_flush(Flush *f, List **routes)
 	}
 	if (!ok)
 	{
-		settle_batch(b, ISM_NAK, err);
+		retry_batch(b, err);
 		ism_stats_set_error(err);
 	}
 	else
@@ -1080,6 +1258,7 @@ finish_flush(Flush *f, List **routes)
 	b->pending = NIL;
 	b->nrecords = 0;
 	b->nbytes = 0;
+	b->memory = 0;
 	MemoryContextReset(b->context);
 	ism_table_pending(b->config.table, 0, 0, 0);
 }
@@ -1185,7 +1364,7 @@ pending_memory(void)
 	Size		n = 0;
 
 	foreach(lc, batches)
-		n += MemoryContextMemAllocated(((Batch *) lfirst(lc))->context, true);
+		n += ((Batch *) lfirst(lc))->memory;
 	return n;
 }
 
@@ -1237,6 +1416,7 @@ ism_writer_flush(bool all)
 								   Min(PRUNE_INTERVAL_MS, ism_applied_retention_s * 1000L)))
 	{
 		last_prune = GetCurrentTimestamp();
+		free_idle_batches();
 		if (!ism_run_in_transaction(prune_applied, NULL, err, sizeof(err)))
 			ereport(WARNING, (errmsg("ism_state writer: could not prune ism_state.applied: %s", err)));
 	}
@@ -1254,8 +1434,8 @@ give_up(IsmMessage *m, const char *route_id, const char *error)
 					m->stream, m->stream_seq, m->subject, error);
 	ism_count_inbound(ISM_RC_FAILED, 1);
 	ism_inbound_error(error);
-	publish_status(route_id, "FAILED", error,
-				   psprintf("ism:%s:" UINT64_FORMAT ":failed", m->stream, m->stream_seq));
+	publish_status(route_id, "FAILED", error, m->from_stream ?
+				   psprintf("ism:%s:" UINT64_FORMAT ":failed", m->stream, m->stream_seq) : NULL);
 	if (!ism_nats_publish_wait(ism_publish_timeout_ms, err, sizeof(err)))
 		ereport(WARNING, (errmsg("ism_state writer: FAILED not sent: %s", err)));
 	if (ism_dead_letter(m, "writer", route_id, error))
@@ -1279,7 +1459,8 @@ took_redelivery(Batch *b, IsmMessage *m)
 	{
 		Pending    *p = lfirst(lc);
 
-		if (p->msg.stream_seq == m->stream_seq && strcmp(p->msg.stream, m->stream) == 0)
+		if (p->msg.from_stream && p->msg.stream_seq == m->stream_seq &&
+			strcmp(p->msg.stream, m->stream) == 0)
 		{
 			ism_nats_release(&p->msg, 1);
 			p->msg = *m;
@@ -1357,6 +1538,8 @@ add_message(IsmMessage *m)
 	if (!ism_run_in_transaction(resolve_processor, &r, err, sizeof(err)))
 	{
 		/* a database error: try again later */
+		if (!ism_nats_can_retry(m))
+			return give_up(m, r.route_id, ism_nats_why_no_retry(m, err));
 		ism_nats_settle(m, ISM_NAK, ism_nats_redelivery_delay_ms(m), err, sizeof(err));
 		ism_nats_release(m, 1);
 		return;
@@ -1371,8 +1554,7 @@ add_message(IsmMessage *m)
 	if (b && !same_config(&b->config, &config))
 	{
 		flush_batch(b);
-		batches = list_delete_ptr(batches, b);
-		MemoryContextDelete(b->context);
+		free_batch(b);
 		b = NULL;
 	}
 	if (b == NULL)
@@ -1382,7 +1564,7 @@ add_message(IsmMessage *m)
 		if (!cJSON_IsNull(record) && !cJSON_IsObject(record))
 			return give_up(m, r.route_id, "every record in \"query_state\" must be an object");
 
-	if (m->deliveries > 1 && took_redelivery(b, m))
+	if (m->from_stream && m->deliveries > 1 && took_redelivery(b, m))
 		return;
 
 	/* the message's memory, its parse tree with it, is the batch's now */
@@ -1417,6 +1599,8 @@ add_message(IsmMessage *m)
 	MemoryContextSwitchTo(old);
 	b->nrecords += list_length(p->records);
 	b->nbytes += m->len;
+	b->memory += MemoryContextMemAllocated(message_context, false);
+	b->last_used = GetCurrentTimestamp();
 }
 
 /*
@@ -1428,18 +1612,26 @@ add_message(IsmMessage *m)
 static int
 keep_claimed(IsmMessage *msgs, int n)
 {
+	IsmMessage	stored[MAX_FETCH];
 	IsmClaim	claims[MAX_FETCH];
 	char		err[512];
+	int			nstored = 0;
 	int			kept = 0;
 
-	if (!ism_claims_take(msgs, n, claims, err, sizeof(err)))
+	/* a message from no stream is nobody else's: no claim (see from_stream) */
+	for (int i = 0; i < n; i++)
+		if (msgs[i].from_stream)
+			stored[nstored++] = msgs[i];
+		else
+			msgs[kept++] = msgs[i];
+	if (nstored > 0 && !ism_claims_take(stored, nstored, claims, err, sizeof(err)))
 	{
 		ism_stats_set_error(err);
 		ism_log_limited(WARNING, "claims", "ism_state writer: %s", err);
 	}
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < nstored; i++)
 	{
-		IsmMessage *m = &msgs[i];
+		IsmMessage *m = &stored[i];
 
 		if (claims[i] == ISM_CLAIM_OURS)
 		{
@@ -1512,7 +1704,7 @@ ism_writer_consume(int timeout_ms, int max_in_flight, int ack_wait_ms)
 	{
 		/* a context per message: queued, it joins its batch's (no copy) */
 		message_context = AllocSetContextCreate(writer_context, "ism_state writer message",
-												ALLOCSET_DEFAULT_SIZES);
+												ALLOCSET_SMALL_SIZES);
 		old = MemoryContextSwitchTo(message_context);
 		add_message(&msgs[i]);
 		MemoryContextSwitchTo(old);
@@ -1543,6 +1735,7 @@ ism_writer_release_pending(void)
 		b->pending = NIL;
 		b->nrecords = 0;
 		b->nbytes = 0;
+		b->memory = 0;
 		MemoryContextReset(b->context);
 		ism_table_pending(b->config.table, 0, 0, 0);
 	}
@@ -1562,9 +1755,7 @@ ism_writer_next_due_ms(long max_ms)
 
 		if (b->pending != NIL && b->config.window_s >= 0)
 		{
-			TimestampTz due = TimestampTzPlusMilliseconds(b->oldest, b->config.window_s * 1000);
-
-			wait = Min(wait, Max(TimestampDifferenceMilliseconds(now, due), 0));
+			wait = Min(wait, Max(TimestampDifferenceMilliseconds(now, window_end(b)), 0));
 		}
 	}
 	return wait;

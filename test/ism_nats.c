@@ -4,13 +4,14 @@
  *   ism-nats [options] pub SUBJECT DATA            core publish
  *   ism-nats [options] sub SUBJECT [COUNT]         print COUNT messages (default 1),
  *                                                  one "SUBJECT DATA" line each
+ *   ism-nats [options] sub-replies SUBJECT [COUNT] the same, "SUBJECT REPLY DATA" lines
  *   ism-nats [options] req SUBJECT DATA            request, print the reply
  *   ism-nats [options] js-pub SUBJECT DATA         JetStream publish, print the ack
  *   ism-nats [options] js-pub-n SUBJECT COUNT DATA COUNT JetStream publishes, pipelined;
  *                                                  in DATA "%n" becomes 1..COUNT, "%r"
  *                                                  (n-1) modulo --mod, "%t" the time
  *                                                  of publication in Unix microseconds
- *   ism-nats [options] stream-add NAME [--workqueue] SUBJECT...
+ *   ism-nats [options] stream-add NAME [--workqueue] [--max-msg-size N] SUBJECT...
  *   ism-nats [options] stream-info NAME            print key=value lines
  *   ism-nats [options] consumer-info STREAM NAME   print key=value lines
  *
@@ -77,11 +78,16 @@ read_data(const char *arg, int *len)
 	return buf;
 }
 
+/* print "[SUBJECT ][REPLY ]DATA" */
+static bool with_reply = false;
+
 static void
 print_msg(natsMsg *msg, bool with_subject)
 {
 	if (with_subject)
 		printf("%s ", natsMsg_GetSubject(msg));
+	if (with_reply)
+		printf("%s ", natsMsg_GetReply(msg) ? natsMsg_GetReply(msg) : "-");
 	fwrite(natsMsg_GetData(msg), 1, natsMsg_GetDataLength(msg), stdout);
 	fputc('\n', stdout);
 	fflush(stdout);
@@ -118,16 +124,18 @@ cmd_stream_add(jsCtx *js, int argc, char **argv)
 	jsStreamConfig cfg;
 	jsStreamInfo *si = NULL;
 	jsErrCode	jerr = 0;
-	const char *subjects[64];
+	const char **subjects = calloc(argc, sizeof(char *));
 	int			n = 0;
 	natsStatus	s;
 
 	jsStreamConfig_Init(&cfg);
 	cfg.Name = argv[0];
-	for (int i = 1; i < argc && n < 64; i++)
+	for (int i = 1; i < argc; i++)
 	{
 		if (strcmp(argv[i], "--workqueue") == 0)
 			cfg.Retention = js_WorkQueuePolicy;
+		else if (strcmp(argv[i], "--max-msg-size") == 0 && i + 1 < argc)
+			cfg.MaxMsgSize = atoi(argv[++i]);
 		else
 			subjects[n++] = argv[i];
 	}
@@ -135,6 +143,7 @@ cmd_stream_add(jsCtx *js, int argc, char **argv)
 	cfg.SubjectsLen = n;
 	s = js_AddStream(&si, js, &cfg, NULL, &jerr);
 	jsStreamInfo_Destroy(si);
+	free(subjects);
 	return s == NATS_OK ? 0 : fail("stream-add", s, jerr);
 }
 
@@ -245,6 +254,11 @@ run_command(natsConnection *nc, const char *cmd, int argc, char **argv)
 
 	if (strcmp(cmd, "sub") == 0 && argc >= 1)
 		return cmd_sub(nc, argc, argv);
+	if (strcmp(cmd, "sub-replies") == 0 && argc >= 1)
+	{
+		with_reply = true;
+		return cmd_sub(nc, argc, argv);
+	}
 
 	if ((strcmp(cmd, "pub") == 0 || strcmp(cmd, "req") == 0) && argc == 2)
 	{

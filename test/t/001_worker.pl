@@ -52,9 +52,12 @@ is_deeply(
 	[ 'ism_state router [postgres]', 'ism_state writer 1 [postgres]' ],
 	'nats-server sees one named connection per worker');
 
-# --- nats.c threads never take PostgreSQL's signals ------------------------
-# SigBlk bit n-1 stands for signal n: SIGHUP 1, SIGUSR1 10, SIGTERM 15.
-my $pg_signals = (1 << 0) | (1 << 9) | (1 << 14);
+# --- nats.c threads never take PostgreSQL's signals, and none blocks SIGQUIT -----
+# SigBlk bit n-1 stands for signal n: SIGHUP 1, SIGINT 2, SIGQUIT 3, SIGUSR1 10,
+# SIGTERM 15.  SIGQUIT (immediate shutdown) must reach the process at once,
+# whichever thread takes it (issue #14, item 13).
+my $pg_signals = (1 << 0) | (1 << 1) | (1 << 9) | (1 << 14);
+my $sigquit = 1 << 2;
 for my $role (sort keys %$pids)
 {
 	my $masks = thread_signal_masks(worker_pids($node)->{$role});
@@ -62,9 +65,11 @@ for my $role (sort keys %$pids)
 	my @threads = grep { $_ != $main } keys %$masks;
 	ok(@threads >= 2, "$role runs nats.c threads");
 	my @open = grep { (hex($masks->{$_}) & $pg_signals) != $pg_signals } @threads;
-	is(scalar @open, 0, "$role: every nats.c thread blocks SIGHUP, SIGUSR1, SIGTERM");
+	is(scalar @open, 0, "$role: every nats.c thread blocks SIGHUP, SIGINT, SIGUSR1, SIGTERM");
 	is(hex($masks->{$main}) & $pg_signals, 0,
 		"$role: the main thread takes them");
+	my @quit_blocked = grep { hex($masks->{$_}) & $sigquit } keys %$masks;
+	is(scalar @quit_blocked, 0, "$role: no thread blocks SIGQUIT");
 }
 
 # --- the test client works against this server ----------------------------

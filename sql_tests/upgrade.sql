@@ -1,0 +1,36 @@
+-- Upgrading: a 0.1 installation holding data, brought to the current
+-- version by ALTER EXTENSION ism_state UPDATE, keeps its data and gains
+-- what the later versions add.
+DROP EXTENSION ism_state CASCADE;
+CREATE EXTENSION ism_state VERSION '0.1';
+
+SELECT selector FROM ism_state.add_route('test/upgrade', 'upgrade.subject', 'upgrade_stream',
+                                        'nats://127.0.0.1:4222', '{"ack_wait": 30}');
+INSERT INTO ism_state.applied (stream, stream_seq, applied_at)
+SELECT 'upgrade_stream', n, '2026-01-01 00:00:00+00'::timestamptz + n * interval '1 second'
+  FROM generate_series(1, 1000) n;
+INSERT INTO ism_state.dead_letter (worker, subject, stream, stream_seq, deliveries, payload, error)
+VALUES ('writer', 'upgrade.subject', 'upgrade_stream', 7, 1, '\x7b7d', 'kept across the upgrade');
+-- 0.1 has no index for the writer's pruning of applied
+SELECT indexname FROM pg_indexes WHERE schemaname = 'ism_state' AND tablename = 'applied' ORDER BY 1;
+
+ALTER EXTENSION ism_state UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'ism_state';
+
+-- the data is all there
+SELECT selector, name, subject, ack_wait FROM ism_state.route WHERE selector = 'test/upgrade';
+SELECT count(*), min(stream_seq), max(stream_seq) FROM ism_state.applied;
+SELECT stream_seq, error FROM ism_state.dead_letter;
+
+-- 0.2: the writer's pruning (DELETE … WHERE applied_at < …) finds its rows by index
+SELECT indexname FROM pg_indexes WHERE schemaname = 'ism_state' AND tablename = 'applied' ORDER BY 1;
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF)
+DELETE FROM ism_state.applied WHERE applied_at < now() - make_interval(secs => 3600);
+RESET enable_seqscan;
+
+-- a new installation is the same as an upgraded one
+DROP EXTENSION ism_state CASCADE;
+CREATE EXTENSION ism_state;
+SELECT extversion FROM pg_extension WHERE extname = 'ism_state';
+SELECT indexname FROM pg_indexes WHERE schemaname = 'ism_state' AND tablename = 'applied' ORDER BY 1;
