@@ -46,10 +46,17 @@ insert_dead_letter(void *arg)
 
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	/*
+	 * Once per message: a dead letter whose term was lost (the connection
+	 * dropped after the commit) comes back, and is recorded already.
+	 */
 	if (SPI_execute_with_args("INSERT INTO ism_state.dead_letter"
 							  " (worker, subject, stream, stream_seq, deliveries,"
 							  "  route_id, payload, error)"
-							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+							  " SELECT $1, $2, $3, $4, $5, $6, $7, $8"
+							  " WHERE $3 = '' OR NOT EXISTS (SELECT FROM ism_state.dead_letter d"
+							  "  WHERE d.stream = $3 AND d.stream_seq = $4 AND d.worker = $1"
+							  "  AND d.replay_requested_at IS NULL)",
 							  8, types, args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not insert into ism_state.dead_letter");
 	PopActiveSnapshot();

@@ -367,6 +367,24 @@ is($node->safe_psql('postgres', qq{SELECT string_agg(v, ',') FROM ism_data."${ta
 is(dead_letters_like('new row violates row-level security policy'), '1',
 	'(7) and the row the policy refuses is dead-lettered, saying why');
 
+# --- a dead letter is recorded once per message (found by 016_random_e2e) ---------------
+# A dead letter whose term is lost comes back: it must find its row.  The
+# row is made here, as the first delivery would have left it.
+my (undef, $info) = nats_client($url, 'stream-info', 'data_transformers_state_tables');
+my ($next) = $info =~ /^last_seq=(\d+)$/m;
+$next++;
+$node->safe_psql('postgres', qq{INSERT INTO ism_state.dead_letter
+	(worker, subject, stream, stream_seq, deliveries, payload, error)
+	VALUES ('writer', '$writer_subject', 'data_transformers_state_tables', $next, 1, '\\x7b7d',
+	        'recorded by the first delivery')});
+($rc, $out) = nats_client($url, 'js-pub', $writer_subject, '{"route_id": "no-such-route"}');
+like($out, qr/seq=$next$/m, 'the message has the sequence of the recorded dead letter');
+$node->wait_for_log(qr/processor state \(route\) no-such-route not found/, 0);
+sleep 1;
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM ism_state.dead_letter WHERE stream_seq = $next AND worker = 'writer'"),
+	'1', 'a message dead-lettered before is not dead-lettered again');
+
 # --- the cluster never went down ----------------------------------------------------------
 is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $started,
 	'the postmaster never restarted');
