@@ -20,7 +20,7 @@
  * the connection's search_path puts them.
  *
  * Both modes read the messages and the catalog as the Go state-tables
- * service does (reference: ../shared/reference/state-tables.md): a
+ * service does (quantumwake/alethic-ism-state-tables, pkg/handler/): a
  * RouteMessage's route_id and query_state, every other key ignored
  * (§2.2-§2.3); route_id -> processor_state.processor_id ->
  * processor.properties in SCHEMA (§2.4), cached for the whole run (upstream:

@@ -23,6 +23,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ism_state.route TO :"role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON ism_state.dead_letter TO :"role";
 GRANT USAGE ON SEQUENCE ism_state.dead_letter_id_seq TO :"role";
 GRANT SELECT, INSERT, DELETE ON ism_state.applied TO :"role";
+GRANT SELECT, INSERT, UPDATE, DELETE ON ism_state.applied_msg_id TO :"role";
 
 GRANT USAGE ON SCHEMA :"catalog_schema" TO :"role";
 GRANT SELECT ON :"catalog_schema".processor, :"catalog_schema".processor_state,

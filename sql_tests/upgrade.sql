@@ -11,8 +11,11 @@ SELECT 'upgrade_stream', n, '2026-01-01 00:00:00+00'::timestamptz + n * interval
   FROM generate_series(1, 1000) n;
 INSERT INTO ism_state.dead_letter (worker, subject, stream, stream_seq, deliveries, payload, error)
 VALUES ('writer', 'upgrade.subject', 'upgrade_stream', 7, 1, '\x7b7d', 'kept across the upgrade');
+-- a least-privilege worker role (scripts/worker-role.sql of 0.1)
+CREATE ROLE upgrade_worker;
+GRANT SELECT, INSERT, DELETE ON ism_state.applied TO upgrade_worker;
 -- 0.1 has no index for the writer's pruning of applied
-SELECT indexname FROM pg_indexes WHERE schemaname = 'ism_state' AND tablename = 'applied' ORDER BY 1;
+SELECT indexname FROM pg_indexes WHERE schemaname = 'ism_state' AND tablename IN ('applied', 'applied_msg_id') ORDER BY 1;
 
 ALTER EXTENSION ism_state UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'ism_state';
@@ -23,14 +26,23 @@ SELECT count(*), min(stream_seq), max(stream_seq) FROM ism_state.applied;
 SELECT stream_seq, error FROM ism_state.dead_letter;
 
 -- 0.2: the writer's pruning (DELETE … WHERE applied_at < …) finds its rows by index
-SELECT indexname FROM pg_indexes WHERE schemaname = 'ism_state' AND tablename = 'applied' ORDER BY 1;
+SELECT indexname FROM pg_indexes WHERE schemaname = 'ism_state' AND tablename IN ('applied', 'applied_msg_id') ORDER BY 1;
 SET enable_seqscan = off;
 EXPLAIN (COSTS OFF)
 DELETE FROM ism_state.applied WHERE applied_at < now() - make_interval(secs => 3600);
 RESET enable_seqscan;
 
+-- 0.3: the Msg-Ids of applied messages, writable by whoever records applied ones
+SELECT column_name, data_type FROM information_schema.columns
+ WHERE table_schema = 'ism_state' AND table_name = 'applied_msg_id' ORDER BY ordinal_position;
+SELECT p, has_table_privilege('upgrade_worker', 'ism_state.applied_msg_id', p)
+  FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) p;
+REVOKE ALL ON ism_state.applied FROM upgrade_worker;
+REVOKE ALL ON ism_state.applied_msg_id FROM upgrade_worker;
+DROP ROLE upgrade_worker;
+
 -- a new installation is the same as an upgraded one
 DROP EXTENSION ism_state CASCADE;
 CREATE EXTENSION ism_state;
 SELECT extversion FROM pg_extension WHERE extname = 'ism_state';
-SELECT indexname FROM pg_indexes WHERE schemaname = 'ism_state' AND tablename = 'applied' ORDER BY 1;
+SELECT indexname FROM pg_indexes WHERE schemaname = 'ism_state' AND tablename IN ('applied', 'applied_msg_id') ORDER BY 1;

@@ -20,7 +20,29 @@ typedef struct DeadLetter
 	const char *worker;
 	const char *route_id;
 	const char *error;
+	bool		claim_applied;	/* first record m in ism_state.applied */
+	bool		applied_before; /* out: it was there: nothing recorded */
 } DeadLetter;
+
+/*
+ * The writer records every message whose outcome it committed in
+ * ism_state.applied, written or dead-lettered alike.  A message held in one
+ * writer's batch can come again to another (its ack wait ran out); then
+ * whichever commits first decides, and the other finds its row here: a
+ * message is never both written and a dead letter.
+ */
+static bool
+claim_applied(const IsmMessage *m)
+{
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		args[2] = {CStringGetTextDatum(m->stream), Int64GetDatum((int64) m->stream_seq)};
+
+	if (SPI_execute_with_args("INSERT INTO ism_state.applied (stream, stream_seq) VALUES ($1, $2)"
+							  " ON CONFLICT DO NOTHING",
+							  2, types, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not record the message in ism_state.applied");
+	return SPI_processed == 1;
+}
 
 static void
 insert_dead_letter(void *arg)
@@ -46,6 +68,13 @@ insert_dead_letter(void *arg)
 
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	if (dl->claim_applied && m->from_stream && !claim_applied(m))
+	{
+		dl->applied_before = true;
+		PopActiveSnapshot();
+		SPI_finish();
+		return;
+	}
 	/*
 	 * Once per message: a dead letter whose term was lost (the connection
 	 * dropped after the commit) comes back, and is recorded already.
@@ -63,18 +92,41 @@ insert_dead_letter(void *arg)
 	SPI_finish();
 }
 
+static bool
+record(DeadLetter *dl)
+{
+	char		err[512];
+
+	if (ism_run_in_transaction(insert_dead_letter, dl, err, sizeof(err)))
+		return true;
+	ereport(WARNING,
+			(errmsg("ism_state %s: could not record dead letter for message %s:" UINT64_FORMAT ": %s",
+					dl->worker, dl->msg->stream, dl->msg->stream_seq, err)));
+	return false;
+}
+
 /* Record m in its own transaction; false (and a WARNING) when that failed. */
 bool
 ism_dead_letter(const IsmMessage *m, const char *worker, const char *route_id,
 				const char *error)
 {
-	DeadLetter	dl = {m, worker, route_id, error};
-	char		err[512];
+	DeadLetter	dl = {m, worker, route_id, error, false, false};
 
-	if (ism_run_in_transaction(insert_dead_letter, &dl, err, sizeof(err)))
-		return true;
-	ereport(WARNING,
-			(errmsg("ism_state %s: could not record dead letter for message %s:" UINT64_FORMAT ": %s",
-					worker, m->stream, m->stream_seq, err)));
-	return false;
+	return record(&dl);
+}
+
+/*
+ * The same for the writer, whose messages have their outcome recorded once
+ * in ism_state.applied (see claim_applied): *applied_before is set, and
+ * nothing recorded, when another delivery's outcome was committed first.
+ */
+bool
+ism_dead_letter_once(const IsmMessage *m, const char *worker, const char *route_id,
+					 const char *error, bool *applied_before)
+{
+	DeadLetter	dl = {m, worker, route_id, error, true, false};
+	bool		ok = record(&dl);
+
+	*applied_before = dl.applied_before;
+	return ok;
 }

@@ -49,8 +49,8 @@ has_mapped_suffix(const char *name, size_t len)
  * tracked by the current resource owner; a worker between transactions has
  * none, so it gets one for the call.
  */
-static void
-sha256_hex(const char *data, size_t len, char *hex, size_t nhex)
+void
+ism_sha256_hex(const char *data, size_t len, char *hex, size_t nhex)
 {
 	uint8		digest[PG_SHA256_DIGEST_LENGTH];
 	ResourceOwner saved = CurrentResourceOwner;
@@ -90,7 +90,7 @@ ism_identifier(const char *name, size_t len)
 	if (len > 0 && len < NAMEDATALEN && !has_mapped_suffix(name, len))
 		return pnstrdup(name, len);
 
-	sha256_hex(name, len, hex, HASH_HEX);
+	ism_sha256_hex(name, len, hex, HASH_HEX);
 	/* a prefix that leaves room for the suffix, cut between characters */
 	keep = pg_encoding_mbcliplen(PG_UTF8, name, (int) len,
 								 NAMEDATALEN - 1 - SUFFIX_LEN);

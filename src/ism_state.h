@@ -146,6 +146,7 @@ extern const IsmRoute *ism_route_cache_resolve(const char *selector,
 											   RouteLookupResult *result);
 
 /* Table and column names of the state-tables writer (ident.c) */
+extern void ism_sha256_hex(const char *data, size_t len, char *hex, size_t nhex);
 extern char *ism_identifier(const char *name, size_t len);
 extern char *ism_table_name(const char *processor_id, const char *table_name);
 
@@ -257,6 +258,8 @@ typedef struct IsmMessage
 	uint64		deliveries;		/* 1 the first time */
 	int64		timestamp_ns;	/* when the stream stored it, Unix ns */
 	char		stream[256];
+	const char *msg_id;			/* its Nats-Msg-Id header, or NULL */
+	int64		duplicate_window_ns;	/* its stream's duplicate window */
 	/*
 	 * Its JetStream metadata was read: stream, stream_seq and deliveries
 	 * say where it is in its stream.  A message without (published to the
@@ -307,6 +310,9 @@ extern bool ism_claims_take(const IsmMessage *msgs, int n, IsmClaim *claims,
 /* dead_letter.c */
 extern bool ism_dead_letter(const IsmMessage *m, const char *worker,
 							const char *route_id, const char *error);
+extern bool ism_dead_letter_once(const IsmMessage *m, const char *worker,
+								 const char *route_id, const char *error,
+								 bool *applied_before);
 extern void ism_nats_shutdown(void);
 
 #endif							/* ISM_STATE_H */

@@ -26,10 +26,13 @@
 /* publishes awaiting their PubAck before js_PublishAsync stalls */
 #define ISM_MAX_PUBLISH_PENDING	256
 #define ISM_PUBLISH_STALL_MS	5000
+/* the server's duplicate window for a stream made without one */
+#define ISM_DEFAULT_DUPLICATE_WINDOW_NS	(INT64CONST(120) * 1000000000)
 
 static jsCtx *js = NULL;
 static natsSubscription *subscription = NULL;
 static char inbound_selector[256];	/* the route being consumed, for the counters */
+static int64 inbound_duplicate_window_ns;	/* of the stream being consumed */
 static int	in_flight = 0;		/* fetched and not yet released */
 
 /*
@@ -204,6 +207,24 @@ ensure_stream_locked(const char *stream, const char *subject,
 }
 
 /*
+ * How long the stream drops a second publication of a Msg-Id; see
+ * IsmMessage.msg_id.  Signals blocked by the caller.
+ */
+static int64
+duplicate_window_locked(const char *stream)
+{
+	jsStreamInfo *si = NULL;
+	jsErrCode	jerr = 0;
+	int64		window = ISM_DEFAULT_DUPLICATE_WINDOW_NS;
+
+	if (js_GetStreamInfo(&si, js, stream, NULL, &jerr) == NATS_OK &&
+		si->Config->Duplicates > 0)
+		window = si->Config->Duplicates;
+	jsStreamInfo_Destroy(si);
+	return window;
+}
+
+/*
  * The durable pull consumer: created when missing, its ack wait and
  * in-flight limit brought in line with the route when they differ.  Made
  * here rather than by js_PullSubscribe, so that unsubscribing never
@@ -277,6 +298,7 @@ ism_nats_subscribe(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
 		(!spec->claims || ism_claims_open_locked(errbuf, errlen));
 	if (ok)
 	{
+		inbound_duplicate_window_ns = duplicate_window_locked(spec->stream);
 		jsSubOptions_Init(&so);
 		so.Stream = spec->stream;
 		so.Consumer = spec->durable;
@@ -383,6 +405,10 @@ ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms, char *errbuf, size_t e
 			strlcpy(out->stream, meta->Stream, sizeof(out->stream));
 			out->from_stream = true;
 			jsMsgMetaData_Destroy(meta);
+			if (natsMsgHeader_Get(m, "Nats-Msg-Id", &out->msg_id) != NATS_OK ||
+				out->msg_id[0] == '\0')
+				out->msg_id = NULL;
+			out->duplicate_window_ns = inbound_duplicate_window_ns;
 		}
 		else
 			ism_log_limited(WARNING, "no JetStream metadata",

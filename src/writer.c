@@ -33,6 +33,7 @@
 #include "access/xact.h"
 #include "commands/copy.h"
 #include "common/hashfn.h"
+#include "common/sha2.h"
 #include "executor/executor.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_relation.h"
@@ -94,6 +95,7 @@ typedef struct Batch
 	int64		nbytes;			/* of the pending messages */
 	Size		memory;			/* their memory (contexts), counted as queued */
 	TimestampTz last_used;		/* a message last queued */
+	TimestampTz config_read_at;	/* config last compared with the catalog */
 	/* the table's columns as the last committed flush left them */
 	MemoryContext columns_context;
 	List	   *column_names;	/* of char * */
@@ -134,6 +136,9 @@ static batchmap_hash *batch_map = NULL;
 
 /* A batch with nothing pending for this long is let go (its column cache too). */
 #define BATCH_IDLE_MS		300000
+
+/* how often a waiting batch's properties are compared with the catalog */
+#define CONFIG_RECHECK_MS	1000
 
 void
 ism_writer_init(void)
@@ -328,6 +333,34 @@ catalog_value(const char *sql, const char *id, int col, bool *found)
 	return value;
 }
 
+/* processor_id -> its properties, cached a second as the router (SPI connected) */
+static bool
+processor_properties(const char *processor_id, char **properties)
+{
+	char	   *cols[3];
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(processor_id)};
+	MemoryContext caller = CurrentMemoryContext;
+
+	if (ism_lookup_get('p', processor_id, cols, 3))
+	{
+		*properties = cols[2];
+		return true;
+	}
+	if (SPI_execute_with_args(psprintf("SELECT provider_id, project_id, properties::text FROM %s.processor WHERE id = $1",
+									   quote_identifier(ism_catalog_schema)),
+							  1, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "catalog query failed");
+	MemoryContextSwitchTo(caller);
+	if (SPI_processed == 0)
+		return false;
+	for (int i = 0; i < 3; i++)
+		cols[i] = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1);
+	ism_lookup_put('p', processor_id, cols, 3);
+	*properties = cols[2];
+	return true;
+}
+
 typedef struct Resolve
 {
 	const char *route_id;
@@ -364,31 +397,8 @@ resolve_processor(void *arg)
 	}
 	if (r->error == NULL && r->processor_id == NULL)
 		r->error = psprintf("processor state (route) %s has no processor", r->route_id);
-	if (r->error == NULL)
-	{
-		if (ism_lookup_get('p', r->processor_id, cols, 3))
-			r->properties = cols[2];
-		else
-		{
-			Oid			types[1] = {TEXTOID};
-			Datum		args[1] = {CStringGetTextDatum(r->processor_id)};
-			MemoryContext caller = CurrentMemoryContext;
-
-			if (SPI_execute_with_args(psprintf("SELECT provider_id, project_id, properties::text FROM %s.processor WHERE id = $1", schema),
-									  1, types, args, NULL, true, 1) != SPI_OK_SELECT)
-				elog(ERROR, "catalog query failed");
-			MemoryContextSwitchTo(caller);
-			if (SPI_processed == 0)
-				r->error = psprintf("processor %s not found", r->processor_id);
-			else
-			{
-				for (int i = 0; i < 3; i++)
-					cols[i] = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1);
-				ism_lookup_put('p', r->processor_id, cols, 3);
-				r->properties = cols[2];
-			}
-		}
-	}
+	if (r->error == NULL && !processor_properties(r->processor_id, &r->properties))
+		r->error = psprintf("processor %s not found", r->processor_id);
 	/* copy out of SPI's memory before it goes */
 	if (r->processor_id)
 		r->processor_id = MemoryContextStrdup(message_context, r->processor_id);
@@ -432,6 +442,7 @@ new_batch(const char *processor_id, const TableConfig *config)
 	foreach(lc, config->index_columns)
 		b->config.index_columns = lappend(b->config.index_columns, pstrdup(lfirst(lc)));
 	b->last_used = GetCurrentTimestamp();
+	b->config_read_at = b->last_used;
 
 	MemoryContextSwitchTo(writer_context);
 	batches = lappend(batches, b);
@@ -537,6 +548,9 @@ typedef struct Flush
  * false.  A message from no stream has no sequence to be known by: it is
  * applied as it comes (see IsmMessage.from_stream).
  */
+static bool *returned_messages(Flush *f);
+static void record_msg_ids(Flush *f);
+
 static void
 record_applied(Flush *f)
 {
@@ -548,6 +562,7 @@ record_applied(Flush *f)
 	Datum		args[2];
 	ListCell   *lc;
 	MemoryContext caller = CurrentMemoryContext;
+	bool	   *returned;
 
 	f->apply = palloc0(sizeof(bool) * n);
 	foreach(lc, f->pending)
@@ -572,6 +587,19 @@ record_applied(Flush *f)
 							  2, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not record applied messages");
 	MemoryContextSwitchTo(caller);
+	returned = returned_messages(f);
+	for (int i = 0; i < n; i++)
+		f->apply[i] = f->apply[i] || returned[i];
+	record_msg_ids(f);
+}
+
+/* Per pending message: named by a (stream, stream_seq) row SPI returned. */
+static bool *
+returned_messages(Flush *f)
+{
+	bool	   *returned = palloc0(sizeof(bool) * list_length(f->pending));
+	ListCell   *lc;
+
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -585,11 +613,106 @@ record_applied(Flush *f)
 			if (p->msg.from_stream && (int64) p->msg.stream_seq == seq &&
 				strcmp(p->msg.stream, stream) == 0)
 			{
-				f->apply[foreach_current_index(lc)] = true;
+				returned[foreach_current_index(lc)] = true;
 				break;
 			}
 		}
 	}
+	return returned;
+}
+
+/*
+ * A Msg-Id as recorded: as it is, or its SHA-256 when it is long or not
+ * text in the database's encoding (a header may be any bytes), so that it
+ * always fits the primary key's index.
+ */
+#define MSG_ID_MAX_LEN	200
+
+static char *
+msg_id_key(const char *id)
+{
+	size_t		len = strlen(id);
+	char		hex[2 * PG_SHA256_DIGEST_LENGTH + 1];
+
+	if (len <= MSG_ID_MAX_LEN && pg_verify_mbstr(GetDatabaseEncoding(), id, len, true))
+		return pstrdup(id);
+	ism_sha256_hex(id, len, hex, sizeof(hex) - 1);
+	return psprintf("sha256:%s", hex);
+}
+
+/* When the stream stored m, as a timestamptz. */
+static TimestampTz
+stored_at(const IsmMessage *m)
+{
+	return (TimestampTz) (m->timestamp_ns / 1000) -
+		((TimestampTz) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
+}
+
+/*
+ * Of the messages to apply, those with a Nats-Msg-Id: a copy of a message
+ * already written (the same Msg-Id on the same stream, stored within the
+ * stream's duplicate window) is not applied.  JetStream drops such a copy
+ * itself, except after a restart that forgot the Msg-Ids of the messages a
+ * work-queue stream no longer holds (see ism_state.applied_msg_id).  The
+ * first copy, by stream time, wins; a Msg-Id used again after the window is
+ * a new message.  The primary key settles copies written by two writers at
+ * once: the second waits for the first to commit.
+ */
+static void
+record_msg_ids(Flush *f)
+{
+	int			n = list_length(f->pending);
+	Datum	   *cols[4];
+	int			nids = 0;
+	int64		window_us = 0;
+	Oid			types[5] = {TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8OID};
+	Datum		args[5];
+	ListCell   *lc;
+	MemoryContext caller = CurrentMemoryContext;
+	bool	   *returned;
+
+	for (int c = 0; c < 4; c++)
+		cols[c] = palloc(sizeof(Datum) * n);
+	foreach(lc, f->pending)
+	{
+		Pending    *p = lfirst(lc);
+
+		if (!f->apply[foreach_current_index(lc)] || p->msg.msg_id == NULL)
+			continue;
+		cols[0][nids] = CStringGetTextDatum(p->msg.stream);
+		cols[1][nids] = CStringGetTextDatum(msg_id_key(p->msg.msg_id));
+		cols[2][nids] = Int64GetDatum((int64) p->msg.stream_seq);
+		cols[3][nids++] = TimestampTzGetDatum(stored_at(&p->msg));
+		/* one subscription's messages: one stream, one window */
+		window_us = Max(window_us, p->msg.duplicate_window_ns / 1000);
+	}
+	if (nids == 0)
+		return;
+	args[0] = PointerGetDatum(construct_array(cols[0], nids, TEXTOID, -1, false, TYPALIGN_INT));
+	args[1] = PointerGetDatum(construct_array(cols[1], nids, TEXTOID, -1, false, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_array(cols[2], nids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[3] = PointerGetDatum(construct_array(cols[3], nids, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[4] = Int64GetDatum(window_us);
+	if (SPI_execute_with_args("INSERT INTO ism_state.applied_msg_id AS a (stream, msg_id, stream_seq, stored_at)"
+							  " SELECT DISTINCT ON (s, m) s, m, q, t"
+							  "   FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[]) AS u(s, m, q, t)"
+							  "  ORDER BY s, m, t, q"
+							  " ON CONFLICT (stream, msg_id) DO UPDATE"
+							  "   SET stream_seq = excluded.stream_seq, stored_at = excluded.stored_at"
+							  "   WHERE a.stored_at <= excluded.stored_at - $5 * interval '1 microsecond'"
+							  " RETURNING stream, stream_seq",
+							  5, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not record applied Msg-Ids");
+	MemoryContextSwitchTo(caller);
+	returned = returned_messages(f);
+	foreach(lc, f->pending)
+		if (((Pending *) lfirst(lc))->msg.msg_id != NULL)
+			f->apply[foreach_current_index(lc)] &= returned[foreach_current_index(lc)];
+	if (SPI_processed < (uint64) nids)
+		ism_log_limited(LOG, "writer copy skipped",
+						"ism_state writer: %d of %d messages were copies of messages already written"
+						" (the same Nats-Msg-Id within the duplicate window); not written again",
+						(int) (nids - SPI_processed), nids);
 }
 
 /* The records of the messages to apply, in order. */
@@ -1391,11 +1514,100 @@ prune_applied(void *arg)
 							  " WHERE applied_at < now() - make_interval(secs => $1)",
 							  1, types, args, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not prune ism_state.applied");
+	if (SPI_execute_with_args("DELETE FROM ism_state.applied_msg_id"
+							  " WHERE stored_at < now() - make_interval(secs => $1)",
+							  1, types, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not prune ism_state.applied_msg_id");
 	PopActiveSnapshot();
 	SPI_finish();
 }
 
 /* Flush the batches that are due (all of them when all). */
+/*
+ * A batch takes its processor's properties when it starts.  One waiting for
+ * its window (or its size) compares them with the catalog every second: a
+ * change (a shorter batchWindowTTL, a batchSize of 1, another table, the
+ * processor gone) flushes what it holds under the properties it was queued
+ * with, as a message under new ones would (add_message).  Waiting for such
+ * a message instead could mean waiting for the whole old window: the
+ * processor may send nothing more, or send it to another writer.
+ */
+typedef struct Recheck
+{
+	List	   *batches;		/* of Batch *, to compare */
+	bool	   *changed;		/* per batch */
+} Recheck;
+
+static void
+read_configs(void *arg)
+{
+	Recheck    *rc = arg;
+	ListCell   *lc;
+
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	foreach(lc, rc->batches)
+	{
+		Batch	   *b = lfirst(lc);
+		char	   *properties = NULL;
+		char	   *error = NULL;
+		TableConfig now;
+
+		rc->changed[foreach_current_index(lc)] =
+			!processor_properties(b->processor_id, &properties) ||
+			!table_config(b->processor_id, properties, &now, &error) ||
+			!same_config(&b->config, &now);
+	}
+	PopActiveSnapshot();
+	SPI_finish();
+}
+
+/* Not due, and not due within the next recheck either. */
+static bool
+waits_long(const Batch *b, TimestampTz now)
+{
+	return b->pending != NIL && !batch_due(b, false) &&
+		(b->config.window_s < 0 ||
+		 window_end(b) - now > (int64) CONFIG_RECHECK_MS * 1000);
+}
+
+static void
+recheck_configs(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	Recheck		rc = {0};
+	ListCell   *lc;
+	char		err[512];
+
+	foreach(lc, batches)
+	{
+		Batch	   *b = lfirst(lc);
+
+		if (waits_long(b, now) &&
+			TimestampDifferenceExceeds(b->config_read_at, now, CONFIG_RECHECK_MS))
+			rc.batches = lappend(rc.batches, b);
+	}
+	if (rc.batches == NIL)
+		return;
+	rc.changed = palloc0(sizeof(bool) * list_length(rc.batches));
+	if (!ism_run_in_transaction(read_configs, &rc, err, sizeof(err)))
+		ereport(WARNING, (errmsg("ism_state writer: could not read the properties of waiting batches: %s", err)));
+	else
+		foreach(lc, rc.batches)
+		{
+			Batch	   *b = lfirst(lc);
+
+			b->config_read_at = now;
+			if (rc.changed[foreach_current_index(lc)])
+			{
+				flush_batch(b);
+				free_batch(b);
+			}
+		}
+	pfree(rc.changed);
+	list_free(rc.batches);
+}
+
 void
 ism_writer_flush(bool all)
 {
@@ -1404,6 +1616,7 @@ ism_writer_flush(bool all)
 
 	List	   *due = NIL;
 
+	recheck_configs();
 	foreach(lc, batches)
 		if (batch_due(lfirst(lc), all))
 			due = lappend(due, lfirst(lc));
@@ -1428,20 +1641,28 @@ static void
 give_up(IsmMessage *m, const char *route_id, const char *error)
 {
 	char		err[512];
+	bool		applied_before;
 
 	ism_log_limited(WARNING, error,
 					"ism_state writer: message %s:" UINT64_FORMAT " on \"%s\" failed: %s",
 					m->stream, m->stream_seq, m->subject, error);
-	ism_count_inbound(ISM_RC_FAILED, 1);
-	ism_inbound_error(error);
-	publish_status(route_id, "FAILED", error, m->from_stream ?
-				   psprintf("ism:%s:" UINT64_FORMAT ":failed", m->stream, m->stream_seq) : NULL);
-	if (!ism_nats_publish_wait(ism_publish_timeout_ms, err, sizeof(err)))
-		ereport(WARNING, (errmsg("ism_state writer: FAILED not sent: %s", err)));
-	if (ism_dead_letter(m, "writer", route_id, error))
-		ism_nats_settle(m, ISM_TERM, 0, err, sizeof(err));
-	else
+	if (!ism_dead_letter_once(m, "writer", route_id, error, &applied_before))
 		ism_nats_settle(m, ISM_NAK, ism_nats_redelivery_delay_ms(m), err, sizeof(err));
+	else if (applied_before)
+	{
+		/* another delivery of it was written (or dead-lettered) first */
+		ism_nats_settle(m, ISM_ACK, 0, err, sizeof(err));
+	}
+	else
+	{
+		ism_count_inbound(ISM_RC_FAILED, 1);
+		ism_inbound_error(error);
+		publish_status(route_id, "FAILED", error, m->from_stream ?
+					   psprintf("ism:%s:" UINT64_FORMAT ":failed", m->stream, m->stream_seq) : NULL);
+		if (!ism_nats_publish_wait(ism_publish_timeout_ms, err, sizeof(err)))
+			ereport(WARNING, (errmsg("ism_state writer: FAILED not sent: %s", err)));
+		ism_nats_settle(m, ISM_TERM, 0, err, sizeof(err));
+	}
 	ism_nats_release(m, 1);
 }
 

@@ -7,16 +7,19 @@
  *   ism-nats [options] sub-replies SUBJECT [COUNT] the same, "SUBJECT REPLY DATA" lines
  *   ism-nats [options] req SUBJECT DATA            request, print the reply
  *   ism-nats [options] js-pub SUBJECT DATA         JetStream publish, print the ack
+ *                                                  ("stream=S seq=N", " duplicate" when
+ *                                                  JetStream dropped it as one)
  *   ism-nats [options] js-pub-n SUBJECT COUNT DATA COUNT JetStream publishes, pipelined;
  *                                                  in DATA "%n" becomes 1..COUNT, "%r"
  *                                                  (n-1) modulo --mod, "%t" the time
  *                                                  of publication in Unix microseconds
- *   ism-nats [options] stream-add NAME [--workqueue] [--max-msg-size N] SUBJECT...
+ *   ism-nats [options] stream-add NAME [--workqueue] [--max-msg-size N]
+ *                                  [--duplicate-window MS] SUBJECT...
  *   ism-nats [options] stream-info NAME            print key=value lines
  *   ism-nats [options] consumer-info STREAM NAME   print key=value lines
  *
  * Options: -s URL (default nats://127.0.0.1:4222), -t TIMEOUT_MS (default
- * 5000), --mod M (for js-pub-n), --user U --password P, --token T, --creds FILE, --ca FILE,
+ * 5000), --mod M (for js-pub-n), --msg-id ID (for js-pub), --user U --password P, --token T, --creds FILE, --ca FILE,
  * --cert FILE --key FILE.  DATA "-" reads standard input.
  * Exit status: 0 on success, 1 on a NATS error or timeout, 2 on bad usage.
  */
@@ -30,6 +33,7 @@
 
 static int64_t timeout_ms = 5000;
 static long mod = 1;				/* for "%r" in js-pub-n */
+static const char *msg_id = NULL;	/* Nats-Msg-Id for js-pub */
 
 static int
 fail(const char *what, natsStatus s, jsErrCode jerr)
@@ -136,6 +140,8 @@ cmd_stream_add(jsCtx *js, int argc, char **argv)
 			cfg.Retention = js_WorkQueuePolicy;
 		else if (strcmp(argv[i], "--max-msg-size") == 0 && i + 1 < argc)
 			cfg.MaxMsgSize = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--duplicate-window") == 0 && i + 1 < argc)
+			cfg.Duplicates = atoll(argv[++i]) * 1000000;
 		else
 			subjects[n++] = argv[i];
 	}
@@ -299,12 +305,15 @@ run_command(natsConnection *nc, const char *cmd, int argc, char **argv)
 		int			len;
 		char	   *data = read_data(argv[1], &len);
 		jsPubAck   *ack = NULL;
+		jsPubOptions po;
 		jsErrCode	jerr = 0;
 
-		s = js_Publish(&ack, js, argv[0], data, len, NULL, &jerr);
+		jsPubOptions_Init(&po);
+		po.MsgId = msg_id;
+		s = js_Publish(&ack, js, argv[0], data, len, &po, &jerr);
 		if (s == NATS_OK)
-			printf("stream=%s seq=%llu\n", ack->Stream,
-				   (unsigned long long) ack->Sequence);
+			printf("stream=%s seq=%llu%s\n", ack->Stream,
+				   (unsigned long long) ack->Sequence, ack->Duplicate ? " duplicate" : "");
 		jsPubAck_Destroy(ack);
 		free(data);
 		rc = s == NATS_OK ? 0 : fail("js-pub", s, jerr);
@@ -353,6 +362,8 @@ main(int argc, char **argv)
 			timeout_ms = atoll(val);
 		else if (strcmp(opt, "--mod") == 0)
 			mod = atol(val) > 0 ? atol(val) : 1;
+		else if (strcmp(opt, "--msg-id") == 0)
+			msg_id = val;
 		else if (strcmp(opt, "--user") == 0)
 			user = val;
 		else if (strcmp(opt, "--password") == 0)

@@ -198,7 +198,7 @@ package IsmTest::Nats;
 use strict;
 use warnings;
 
-use File::Path qw(make_path);
+use File::Path qw(make_path rmtree);
 use HTTP::Tiny;
 use IO::Socket::INET;
 use IPC::Run;
@@ -220,6 +220,9 @@ sub new
 		extra_conf => $opts{conf} // '',
 		handle => undef,
 	}, $class;
+	# tmp_check is shared by the test files of a run: a store an earlier
+	# file left under the same name is not this server's
+	rmtree($self->{dir});
 	make_path("$self->{dir}/js");
 	push @servers, $self;
 	return $self;

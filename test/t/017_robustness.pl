@@ -225,6 +225,8 @@ $node->wait_for_log(qr/Grand total/, $log_offset);
 my $contexts = substr(slurp_file($node->logfile), $log_offset);
 my $batches = () = $contexts =~ /ism_state writer batch:/g;
 is($batches, 1, '(12) after four property changes the writer holds one batch, not five');
+my $column_caches = () = $contexts =~ /ism_state writer columns:/g;
+is($column_caches, 1, '(12) and one column cache: the replaced batches took theirs with them');
 
 set_setting("ism_state.writer_batch_max_memory = '512kB'");
 props({ tableName => 'small', batchSize => 100000, batchWindowTTL => 3600, includeTimestamp => JSON::PP::false });
@@ -321,8 +323,85 @@ $node->poll_query_until('postgres',
 is(rows_of('flaky', "string_agg(n, ',' ORDER BY n)"), 'good,passing',
 	'(6) once it passes, the good records are written once and the bad one dead-lettered');
 
+# --- a copy of a written message, stored again, is not written again (found by the randomized test) ---
+# JetStream drops a second publication of a Nats-Msg-Id within the
+# stream's duplicate window, but after a restart it remembers only the ids
+# of the messages it still holds: a work-queue stream no longer holds the
+# ones consumed, so a retry (the router's, after its ack was lost in the
+# restart) is stored again.  The writer skips it as JetStream would have.
+props({ tableName => 'msgid', batchSize => 1, includeTimestamp => JSON::PP::false });
+sub send_with_id
+{
+	my ($id, $n) = @_;
+	my $body = $json->encode({ route_id => $r2, query_state => [ { n => $n } ] });
+	my ($rc, $out, $err) = nats_client($url, '--msg-id', $id, 'js-pub', $writer_subject, \$body);
+	die "js-pub: $err" if $rc;
+	return $out;
+}
+my $msgid_stream = 'data_transformers_state_tables';
+my $log_at = -s $node->logfile;
+send_with_id('ism:test:restart', 'restart');
+wait_rows('msgid', 1) or die 'no msgid row';
+like(send_with_id('ism:test:restart', 'restart'), qr/ duplicate$/m,
+	'JetStream drops a copy while it remembers its Msg-Id');
+$nats->stop('TERM');
+$nats->start;
+my $copy = send_with_id('ism:test:restart', 'restart');
+note "after the restart, the copy: $copy";
+send_with_id('ism:test:after', 'after');
+$node->poll_query_until('postgres', qq{SELECT count(*) > 0 FROM "${tables}_msgid" WHERE n = 'after'})
+  or diag 'the message after the copy was not written';
+sleep 1;
+is(rows_of('msgid', "string_agg(n, ',' ORDER BY n)"), 'after,restart',
+	'a copy JetStream stored again after its restart is not written again'
+	  . ($copy =~ /duplicate/ ? ' (this server remembered the id: dropped the copy itself)' : ''));
+
+# Made here as a forgetful JetStream would leave them: an id written a
+# moment ago, and one written an hour ago (beyond the 2-minute window).
+$node->safe_psql('postgres', qq{INSERT INTO ism_state.applied_msg_id (stream, msg_id, stream_seq, stored_at)
+	VALUES ('$msgid_stream', 'ism:test:recent', 1, now()),
+	       ('$msgid_stream', 'ism:test:old', 2, now() - interval '1 hour')});
+send_with_id('ism:test:recent', 'recent');
+my ($old_seq) = send_with_id('ism:test:old', 'old') =~ /seq=(\d+)/;
+$node->poll_query_until('postgres', qq{SELECT count(*) > 0 FROM "${tables}_msgid" WHERE n = 'old'})
+  or diag 'the message with the old id was not written';
+sleep 1;
+is(rows_of('msgid', "string_agg(n, ',' ORDER BY n)"), 'after,old,restart',
+	'a Msg-Id written within the window is skipped, one written before it is a new message');
+is($node->safe_psql('postgres', "SELECT stream_seq FROM ism_state.applied_msg_id WHERE msg_id = 'ism:test:old'"),
+	$old_seq, 'the Msg-Id now names the new message');
+ok($node->log_contains(qr/ism_state writer: \d+ of \d+ messages were copies of messages already written/, $log_at),
+	'the skipped copies are logged');
+send_with_id('L' x 3000, 'long id');
+$node->poll_query_until('postgres', qq{SELECT count(*) > 0 FROM "${tables}_msgid" WHERE n = 'long id'})
+  or diag 'the message with a long Msg-Id was not written';
+is($node->safe_psql('postgres', "SELECT count(*) FROM ism_state.applied_msg_id WHERE msg_id ~ '^sha256:[0-9a-f]{64}\$'"),
+	'1', 'a Msg-Id too long for an index is recorded by its SHA-256, and its message written');
+
+# --- a batch waiting for a long window takes new properties (found by the randomized test) ---
+# The processor sends nothing more: the batch must not wait for its old
+# window (40 days) to see that the properties changed.
+props({ tableName => 'longwait', batchSize => 1000, batchWindowTTL => 3456000,
+	includeTimestamp => JSON::PP::false });
+send_records($r2, { n => 'waiting' });
+$node->poll_query_until('postgres', qq{SELECT pending_records > 0 FROM ism_state.pg_stat_ism_tables
+	WHERE table_name = '${tables}_longwait'}) or diag 'the record was not queued';
+is($node->safe_psql('postgres', "SELECT count(*) FROM pg_tables WHERE tablename = '${tables}_longwait'"),
+	'0', 'the record waits for its window');
+props({ tableName => 'longwait', batchSize => 1, includeTimestamp => JSON::PP::false });
+my $flushed = 0;
+for (1 .. 50)
+{
+	last if $flushed = $node->safe_psql('postgres',
+		"SELECT to_regclass('\"${tables}_longwait\"') IS NOT NULL") eq 't'
+	  && rows_of('longwait', 'count(*)') eq '1';
+	sleep 0.2;
+}
+ok($flushed, 'after the properties change to batchSize 1, the waiting record is written within seconds');
+
 # --- 7: default_transaction_read_only holds the writes back, dead-letters nothing ---------
 props({ tableName => 'readonly', batchSize => 1, includeTimestamp => JSON::PP::false });
+$node->safe_psql('postgres', qq{CREATE TABLE "${tables}_readonly" (n text)});
 my $dead_before = $node->safe_psql('postgres', 'SELECT count(*) FROM ism_state.dead_letter');
 set_setting('default_transaction_read_only = on');
 $mon = start_collecting($url, 'processor.monitor', 1, 6);
@@ -331,6 +410,24 @@ send_records($r2, { n => 'read only' });
 $node->wait_for_log(qr/will be retried: cannot execute .* in a read-only transaction/, $log_offset);
 @statuses = map { $_->[1]{status} } @{ finish_collecting($mon) };
 is(join(',', @statuses), '', '(7) no FAILED status while the database is read-only');
+# a message from no stream has no row to record in ism_state.applied: its
+# flush goes straight to the COPY, which must be refused as well
+(undef, $out) = nats_client($url, '-t', '10000', 'sub-replies',
+	'$JS.API.CONSUMER.MSG.NEXT.data_transformers_state_tables.state_tables_workers', 1);
+($inbox) = $out =~ /^\S+ (\S+) /m;
+nats_client($url, 'pub', $inbox,
+	$json->encode({ route_id => $r2, query_state => [ { n => 'from no stream, read only' } ] }));
+my $copy_refused;
+for (1 .. 50)
+{
+	$copy_refused = $node->log_contains(qr/cannot execute COPY FROM in a read-only transaction/, $log_offset);
+	last if $copy_refused
+	  || rows_of('readonly', "count(*) FILTER (WHERE n = 'from no stream, read only')") ne '0';
+	usleep(200_000);
+}
+ok($copy_refused, '(7) the COPY of a message from no stream is refused while the database is read-only');
+is(rows_of('readonly', "count(*) FILTER (WHERE n = 'from no stream, read only')"), '0',
+	'(7) and it is not written');
 $node->safe_psql('postgres', 'SET default_transaction_read_only = off; ALTER SYSTEM RESET default_transaction_read_only');
 $node->reload;
 wait_rows('readonly', 1) or die 'not written after read-only';
@@ -384,6 +481,26 @@ sleep 1;
 is($node->safe_psql('postgres',
 		"SELECT count(*) FROM ism_state.dead_letter WHERE stream_seq = $next AND worker = 'writer'"),
 	'1', 'a message dead-lettered before is not dead-lettered again');
+
+# --- a message written by another delivery is not also a dead letter (found by the randomized test) ---
+# A message held in one writer's batch came again to the other writer (its
+# ack wait ran out while the first was blocked), which gave up on it (the
+# properties had changed); the first then wrote it.  Whichever commits
+# first decides: the row in ism_state.applied is made here, as the first
+# writer's commit would have left it.
+(undef, $info) = nats_client($url, 'stream-info', 'data_transformers_state_tables');
+($next) = $info =~ /^last_seq=(\d+)$/m;
+$next++;
+$node->safe_psql('postgres', qq{INSERT INTO ism_state.applied (stream, stream_seq)
+	VALUES ('data_transformers_state_tables', $next)});
+$log_offset = -s $node->logfile;
+($rc, $out) = nats_client($url, 'js-pub', $writer_subject, '{"route_id": "no-such-route-either"}');
+like($out, qr/seq=$next$/m, 'the message has the sequence recorded as applied');
+$node->wait_for_log(qr/processor state \(route\) no-such-route-either not found/, $log_offset);
+sleep 1;
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM ism_state.dead_letter WHERE stream_seq = $next AND worker = 'writer'"),
+	'0', 'a message another delivery wrote first is not dead-lettered as well');
 
 # --- the cluster never went down ----------------------------------------------------------
 is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $started,
