@@ -417,14 +417,16 @@ outbound_subject(Inbound *in, const IsmRoute *r, const char *partition_key)
 /*
  * The Nats-Msg-Id of an outbound message: its inbound message's stream and
  * sequence, then the status it reports (id_suffix) or its ordinal and a
- * hash of its subject and body.  A redelivered message publishing the same
- * messages again has them deduplicated by JetStream; one building other
- * pages (its processor's properties or its state changed meanwhile) has
- * them all delivered.  None for a message from no stream (nothing to
- * derive it from).
+ * hash of its body.  A redelivered message publishing the same messages
+ * again has them deduplicated by JetStream, even to another subject of the
+ * stream (its processor's concurrencyMode changed meanwhile: the same
+ * content under another partition key is still the same message); one
+ * building other pages (its state changed meanwhile) has them all
+ * delivered.  None for a message from no stream (nothing to derive it
+ * from).
  */
 static char *
-outbound_msg_id(Inbound *in, const char *subject, const char *body, const char *id_suffix)
+outbound_msg_id(Inbound *in, const char *body, const char *id_suffix)
 {
 	const IsmMessage *m = in->msg;
 	uint64		h;
@@ -433,8 +435,7 @@ outbound_msg_id(Inbound *in, const char *subject, const char *body, const char *
 		return NULL;
 	if (id_suffix)
 		return psprintf("ism:%s:" UINT64_FORMAT ":%s", m->stream, m->stream_seq, id_suffix);
-	h = hash_bytes_extended((const unsigned char *) subject, strlen(subject), 0);
-	h = hash_bytes_extended((const unsigned char *) body, strlen(body), h);
+	h = hash_bytes_extended((const unsigned char *) body, strlen(body), 0);
 	return psprintf("ism:%s:" UINT64_FORMAT ":%d:%016" INT64_MODIFIER "x",
 					m->stream, m->stream_seq, ++in->published, h);
 }
@@ -451,7 +452,7 @@ publish(Inbound *in, const IsmRoute *r, const char *subject, cJSON *body,
 		return retry(in, "could not serialise an outbound message");
 	if (r->jetstream_enabled && !ism_nats_ensure_stream(r->name, r->subject, err, sizeof(err)))
 		return retry(in, "%s", err);
-	msg_id = outbound_msg_id(in, subject, text, id_suffix);
+	msg_id = outbound_msg_id(in, text, id_suffix);
 	if (!ism_nats_publish(r->selector, subject, text, strlen(text), msg_id,
 						  r->jetstream_enabled, err, sizeof(err)))
 		return retry(in, "%s", err);

@@ -105,6 +105,26 @@ sleep 1 while $stored->() < 3 && time < $deadline;
 is($stored->(), 3, '(8) the first page as first built, then the changed first page and the second page');
 set_properties($node, $openai, { maxBatchSize => 100, maxBatchLimit => 1 });
 
+# --- 8: a redelivery that routes the same page to another subject has it once ------------
+# (found by the randomized test) Between the two deliveries the processor's
+# concurrencyMode changes, so the first page goes to another partition
+# subject of the same stream, with the same content: JetStream must drop it.
+$node->safe_psql('postgres',
+	"UPDATE state_column_data SET data_value = CASE data_index WHEN 0 THEN 'same question' ELSE repeat('y', 3000) END"
+	  . " WHERE $questions");
+my $before = $stored->();
+set_properties($node, $openai, { maxBatchSize => 1, maxBatchLimit => 1 });
+$log_offset = -s $node->logfile;
+route_message({ type => 'query_state_route', route_id => $r1 });
+$node->wait_for_log(qr/will be retried/, $log_offset);
+set_properties($node, $openai, { maxBatchSize => 1, maxBatchLimit => 1, concurrencyMode => 'ROUTE_ID' });
+$node->safe_psql('postgres', "UPDATE state_column_data SET data_value = 'short too' WHERE $questions AND data_index = 1");
+$deadline = time + 60;
+sleep 1 while $stored->() < $before + 2 && time < $deadline;
+sleep 2;
+is($stored->() - $before, 2, '(8) the first page once, though sent again to another partition subject, then the second');
+set_properties($node, $openai, { maxBatchSize => 100, maxBatchLimit => 1 });
+
 # --- 9: a route change cannot be prepared ------------------------------------------------
 ($rc, $out, $err) = $node->psql('postgres',
 	"BEGIN; SELECT ism_state.add_route('prepared/route', 'prepared.subject', 'prepared');"
