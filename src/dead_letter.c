@@ -14,6 +14,8 @@
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
 
+#include "xact.h"
+
 typedef struct DeadLetter
 {
 	const IsmMessage *msg;

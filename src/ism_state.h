@@ -215,10 +215,6 @@ extern void ism_log_limited(int elevel, const char *key, const char *fmt,...) pg
 extern void ism_register_workers(void);
 extern PGDLLEXPORT void ism_worker_main(Datum main_arg);
 extern bool ism_worker_stopping(void);
-extern bool ism_run_in_transaction(void (*fn) (void *), void *arg,
-								   char *errbuf, size_t errlen);
-extern bool ism_run_in_transaction_ex(void (*fn) (void *), void *arg,
-									  char *errbuf, size_t errlen, int *sqlstate);
 
 /* NATS connection (nats_conn.c); main thread only */
 extern bool ism_nats_connect(const char *client_name, char *errbuf, size_t errlen);

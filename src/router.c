@@ -40,6 +40,7 @@
 
 #include "router.h"
 #include "routes.h"
+#include "xact.h"
 
 #define MONITOR_SELECTOR	"processor/monitor"
 /* messages fetched, handled and acknowledged together */

@@ -40,6 +40,7 @@
 
 #include "router.h"
 #include "routes.h"
+#include "xact.h"
 
 /* Seconds the postmaster waits before restarting a worker that exited. */
 #define ISM_RESTART_SECONDS		5
@@ -162,53 +163,6 @@ log_once(LogOnce *once, int elevel, const char *msg)
 		return;
 	ereport(elevel, (errmsg("%s: %s", MyBgworkerEntry->bgw_name, msg)));
 	strlcpy(once->last, msg, sizeof(once->last));
-}
-
-/*
- * Run fn in a transaction of its own.  An ERROR is caught and rolled back,
- * and its message comes back in errbuf: one failed step never stops the
- * worker.
- */
-bool
-ism_run_in_transaction(void (*fn) (void *), void *arg, char *errbuf, size_t errlen)
-{
-	return ism_run_in_transaction_ex(fn, arg, errbuf, errlen, NULL);
-}
-
-/* The same, also giving the error's SQLSTATE (when sqlstate is not NULL). */
-bool
-ism_run_in_transaction_ex(void (*fn) (void *), void *arg, char *errbuf,
-						  size_t errlen, int *sqlstate)
-{
-	MemoryContext caller = CurrentMemoryContext;
-	volatile bool ok = true;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PG_TRY();
-	{
-		fn(arg);
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		/* an error never leaves the signals of a NATS call blocked */
-		sigprocmask(SIG_SETMASK, &UnBlockSig, NULL);
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		strlcpy(errbuf, edata->message, errlen);
-		if (sqlstate)
-			*sqlstate = edata->sqlerrcode;
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(caller);
-	return ok;
 }
 
 static void

@@ -55,6 +55,7 @@
 
 #include "copy_text.h"
 #include "router.h"
+#include "xact.h"
 
 #define MONITOR_SELECTOR	"processor/monitor"
 #define MAX_FETCH			256

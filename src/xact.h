@@ -1,0 +1,16 @@
+/*-------------------------------------------------------------------------
+ *
+ * xact.h
+ *	  A step of a worker in a transaction of its own (xact.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ISM_XACT_H
+#define ISM_XACT_H
+
+extern bool ism_run_in_transaction(void (*fn) (void *), void *arg,
+								   char *errbuf, size_t errlen);
+extern bool ism_run_in_transaction_ex(void (*fn) (void *), void *arg,
+									  char *errbuf, size_t errlen, int *sqlstate);
+
+#endif							/* ISM_XACT_H */
