@@ -14,7 +14,7 @@ OBJS         = src/ism_state.o src/settings.o src/stats.o src/nats_conn.o \
                src/router.o src/partition.o src/lookup_cache.o \
                src/ident.o src/dead_letter.o src/writer.o src/copy_text.o src/json.o \
                src/column_types.o src/counters.o src/log_limit.o \
-               src/claims.o src/xact.o
+               src/claims.o src/xact.o src/view_columns.o
 DATA         = $(wildcard sql/ism_state--*.sql)
 PGFILEDESC   = "ism_state - Alethic ISM state router and state tables"
 

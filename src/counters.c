@@ -30,6 +30,8 @@
 #include "utils/hsearch.h"
 #include "utils/timestamp.h"
 
+#include "view_columns.h"
+
 #define ISM_ROUTE_KEY_LEN	256
 #define ISM_COUNTER_ERROR_LEN 256
 /* per worker; the route table rarely has more than a few dozen */

@@ -102,8 +102,6 @@ extern void ism_stats_set_nats(IsmNatsState state, const char *server,
 							   int64 reconnects);
 extern void ism_stats_set_error(const char *message);
 extern void ism_stats_set_in_flight(int n);
-extern Datum ism_timestamp_or_null(TimestampTz ts, bool *isnull);
-extern Datum ism_text_or_null(const char *s, bool *isnull);
 extern void ism_report_activity(bool running, const char *what);
 extern void ism_stats_touch(void);
 /* Committed changes the workers follow (see ism_notify_change). */
@@ -214,7 +212,6 @@ extern void ism_log_limited(int elevel, const char *key, const char *fmt,...) pg
 /* Background worker (worker.c) */
 extern void ism_register_workers(void);
 extern PGDLLEXPORT void ism_worker_main(Datum main_arg);
-extern bool ism_worker_stopping(void);
 
 /* NATS connection (nats_conn.c); main thread only */
 extern bool ism_nats_connect(const char *client_name, char *errbuf, size_t errlen);
@@ -222,6 +219,7 @@ extern bool ism_nats_is_open(void);
 extern IsmNatsState ism_nats_poll(char *server, size_t serverlen,
 								  int64 *reconnects,
 								  char *errbuf, size_t errlen);
+extern void ism_nats_on_disconnect(void (*hook) (void));
 extern void ism_nats_disconnect(void);
 
 /* What to consume: a stream through a durable pull consumer. */
@@ -234,7 +232,8 @@ typedef struct IsmConsumerSpec
 	const char *filter_subject; /* NULL: the whole stream */
 	int			ack_wait_s;
 	int			max_ack_pending;
-	bool		claims;			/* claim messages (ism_state.claims_bucket) */
+	/* also opened, signals blocked: the claims (ism_claims_open_locked), or NULL */
+	bool		(*open_locked) (char *errbuf, size_t errlen);
 } IsmConsumerSpec;
 
 /* JetStream (jetstream.c); main thread only */

@@ -34,6 +34,7 @@ static natsSubscription *subscription = NULL;
 static char inbound_selector[256];	/* the route being consumed, for the counters */
 static int64 inbound_duplicate_window_ns;	/* of the stream being consumed */
 static int	in_flight = 0;		/* fetched and not yet released */
+static void (*before_close) (void) = NULL;
 
 /*
  * The wait event shown in pg_stat_activity while waiting for the NATS
@@ -295,7 +296,7 @@ ism_nats_subscribe(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
 	ok = open_js(errbuf, errlen) &&
 		ensure_stream_locked(spec->stream, spec->subject, errbuf, errlen) &&
 		ensure_consumer_locked(spec, errbuf, errlen) &&
-		(!spec->claims || ism_claims_open_locked(errbuf, errlen));
+		(spec->open_locked == NULL || spec->open_locked(errbuf, errlen));
 	if (ok)
 	{
 		inbound_duplicate_window_ns = duplicate_window_locked(spec->stream);
@@ -339,12 +340,24 @@ ism_nats_unsubscribe(void)
 	subscription = NULL;
 }
 
+/*
+ * What goes before the JetStream context does: what claims.c opened on it
+ * (ism_claims_close).  The worker passes it in, so that this file calls
+ * nothing of the modules built on it.
+ */
+void
+ism_js_on_close(void (*hook) (void))
+{
+	before_close = hook;
+}
+
 /* Before the connection goes: the subscription, the context, the caches. */
 void
 ism_js_close(void)
 {
 	ism_nats_unsubscribe();
-	ism_claims_close();
+	if (before_close)
+		before_close();
 	jsCtx_Destroy(js);
 	js = NULL;
 	nensured_streams = 0;

@@ -30,6 +30,7 @@ static natsConnection *conn = NULL;
 static natsStatistics *conn_stats = NULL;
 static bool library_open = false;
 static uint64_t seen_reconnects = 0;
+static void (*before_disconnect) (void) = NULL;
 
 /*
  * Run the calls that may create threads with every signal blocked but
@@ -342,12 +343,24 @@ ism_nats_poll(char *server, size_t serverlen, int64 *reconnects,
 	return ISM_NATS_DISCONNECTED;
 }
 
+/*
+ * What goes before the connection does: the JetStream state made on it
+ * (ism_js_close).  The worker passes it in, so that this file calls
+ * nothing of the modules built on it.
+ */
+void
+ism_nats_on_disconnect(void (*hook) (void))
+{
+	before_disconnect = hook;
+}
+
 void
 ism_nats_disconnect(void)
 {
 	if (conn == NULL)
 		return;
-	ism_js_close();
+	if (before_disconnect)
+		before_disconnect();
 	natsConnection_Destroy(conn);
 	conn = NULL;
 }

@@ -22,6 +22,7 @@ extern void ism_nats_describe_failure(natsStatus s, char *errbuf, size_t errlen)
 
 /* jetstream.c */
 extern jsCtx *ism_js_context(char *errbuf, size_t errlen);
+extern void ism_js_on_close(void (*hook) (void));
 extern void ism_js_close(void);
 
 /* claims.c */

@@ -99,10 +99,13 @@ static MemoryContext message_context = NULL;
 static SPIPlanPtr plans[NPLANS];
 static char plan_schema[NAMEDATALEN * 2];
 static bool monitor_missing_logged = false;
+static bool (*worker_stopping) (void) = NULL;
 
+/* stopping: whether the worker is asked to stop (a long replay gives up) */
 void
-ism_router_init(void)
+ism_router_init(bool (*stopping) (void))
 {
+	worker_stopping = stopping;
 	ism_json_init();
 	message_context = AllocSetContextCreate(TopMemoryContext,
 											"ism_state router message",
@@ -757,7 +760,7 @@ query_state_route(Inbound *in)
 		char	   *subject;
 		Outcome		o = OUTCOME_DONE;
 
-		if (ism_worker_stopping())
+		if (worker_stopping())
 			return retry(in, "stopping in the middle of a replay");
 		outer = MemoryContextSwitchTo(page_context);
 		rows = load_page(cols, ncols, offset, n);

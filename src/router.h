@@ -11,7 +11,7 @@
 #include <cjson/cJSON.h>
 
 /* router.c */
-extern void ism_router_init(void);
+extern void ism_router_init(bool (*stopping) (void));
 extern int	ism_router_consume(int max_messages, int timeout_ms);
 extern int	ism_router_replay_dead_letters(char *errbuf, size_t errlen);
 

@@ -27,6 +27,8 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "view_columns.h"
+
 #define ISM_SERVER_LEN	256
 #define ISM_ERROR_LEN	512
 #define ISM_ACTIVITY_LEN 128
@@ -290,22 +292,6 @@ ism_report_activity(bool running, const char *what)
 	SpinLockAcquire(&my_slot->mutex);
 	strlcpy(my_slot->activity, what, ISM_ACTIVITY_LEN);
 	SpinLockRelease(&my_slot->mutex);
-}
-
-/* A view column: NULL for 0 (never) */
-Datum
-ism_timestamp_or_null(TimestampTz ts, bool *isnull)
-{
-	*isnull = (ts == 0);
-	return TimestampTzGetDatum(ts);
-}
-
-/* A view column: NULL for an empty string */
-Datum
-ism_text_or_null(const char *s, bool *isnull)
-{
-	*isnull = (s[0] == '\0');
-	return *isnull ? (Datum) 0 : CStringGetTextDatum(s);
 }
 
 PG_FUNCTION_INFO_V1(ism_stat_worker);

@@ -40,6 +40,7 @@
 
 #include "router.h"
 #include "routes.h"
+#include "nats_internal.h"
 #include "xact.h"
 
 /* Seconds the postmaster waits before restarting a worker that exited. */
@@ -99,8 +100,8 @@ typedef struct IsmWorker
 static volatile sig_atomic_t got_sigterm = false;
 
 /* For long work (a replay) to give up early on SIGTERM. */
-bool
-ism_worker_stopping(void)
+static bool
+worker_stopping(void)
 {
 	return got_sigterm;
 }
@@ -527,7 +528,8 @@ wanted_consumer(IsmWorker *w, const char *selector, IsmConsumerSpec *spec,
 	spec->ack_wait_s = r->ack_wait;
 	/* ismcore fixes 1000; core-go leaves it to the server, whose default is 1000 */
 	spec->max_ack_pending = r->max_ack_pending ? r->max_ack_pending : 1000;
-	spec->claims = w->role == ISM_ROLE_WRITER && ism_claims_bucket[0];
+	spec->open_locked = w->role == ISM_ROLE_WRITER && ism_claims_bucket[0] ?
+		ism_claims_open_locked : NULL;
 	snprintf(fingerprint, len, "%s|%s|%s|%s|%d|%d", spec->stream, spec->subject,
 			 durable, spec->filter_subject ? spec->filter_subject : "",
 			 spec->ack_wait_s, spec->max_ack_pending);
@@ -704,6 +706,9 @@ ism_worker_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	ism_stats_attach_worker(w.slot, w.role);
+	/* what goes with the connection: its JetStream state, and with that the claims */
+	ism_nats_on_disconnect(ism_js_close);
+	ism_js_on_close(ism_claims_close);
 	before_shmem_exit(close_nats_at_exit, (Datum) 0);
 
 	BackgroundWorkerInitializeConnection(ism_database, ism_role[0] ? ism_role : NULL, 0);
@@ -721,7 +726,7 @@ ism_worker_main(Datum main_arg)
 
 	apply_settings(&w);
 	if (w.role == ISM_ROLE_ROUTER)
-		ism_router_init();
+		ism_router_init(worker_stopping);
 	else
 		ism_writer_init();
 
