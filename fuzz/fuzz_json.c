@@ -11,7 +11,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "router.h"
+#include "json.h"
 
 int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 extern void shim_reset(void);

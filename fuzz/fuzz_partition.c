@@ -11,7 +11,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "router.h"
+#include "json.h"
+#include "partition.h"
 
 int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 extern void shim_reset(void);

@@ -20,10 +20,11 @@
 
 #include <cjson/cJSON.h>
 
-#include "copy_text.h"
-#include "ism_state.h"
 #include "mb/pg_wchar.h"
-#include "router.h"
+
+#include "column_types.h"
+#include "copy_text.h"
+#include "json.h"
 
 int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 extern void shim_reset(void);

@@ -16,7 +16,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "routes.h"
+#include "route_spec.h"
+#include "route_yaml.h"
 
 int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 extern void shim_reset(void);

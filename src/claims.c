@@ -25,13 +25,18 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "nats_internal.h"
+#include "postgres.h"
 
 #include <ctype.h>
 
 #include <cjson/cJSON.h>
 
 #include "access/xlog.h"
+
+#include "claims.h"
+#include "jetstream.h"
+#include "nats_conn.h"
+#include "settings.h"
 
 /* "=", a stream name of 255 bytes in hex, ".", a sequence: with room */
 #define CLAIM_KEY_LEN			544

@@ -13,11 +13,13 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "ism_state.h"
+#include "postgres.h"
 
 #include <math.h>
 
 #include <cjson/cJSON.h>
+
+#include "column_types.h"
 
 /* integers beyond 2^53 are not exact in a JSON number parsed as a double */
 #define MAX_EXACT_INTEGER	9007199254740992.0

@@ -11,11 +11,12 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "copy_text.h"
+#include "postgres.h"
 
 #include <cjson/cJSON.h>
 
-#include "router.h"
+#include "copy_text.h"
+#include "json.h"
 
 /* A value in COPY's text format: backslash escapes for what delimits. */
 static void

@@ -8,8 +8,6 @@
 #ifndef ISM_COPY_TEXT_H
 #define ISM_COPY_TEXT_H
 
-#include "postgres.h"
-
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 

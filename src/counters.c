@@ -18,7 +18,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "ism_state.h"
+#include "postgres.h"
 
 #include "fmgr.h"
 #include "funcapi.h"
@@ -30,6 +30,8 @@
 #include "utils/hsearch.h"
 #include "utils/timestamp.h"
 
+#include "counters.h"
+#include "settings.h"
 #include "view_columns.h"
 
 #define ISM_ROUTE_KEY_LEN	256

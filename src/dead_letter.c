@@ -7,13 +7,15 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "ism_state.h"
+#include "postgres.h"
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
 
+#include "dead_letter.h"
+#include "jetstream.h"
 #include "xact.h"
 
 typedef struct DeadLetter

@@ -21,7 +21,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "ism_state.h"
+#include "postgres.h"
 
 #include "common/cryptohash.h"
 #include "common/sha2.h"
@@ -29,6 +29,8 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/resowner.h"
+
+#include "ident.h"
 
 #define HASH_HEX	12
 #define SUFFIX_LEN	(1 + HASH_HEX)	/* "~" + hex */

@@ -3,16 +3,25 @@
  * ism_state.c
  *	  Module entry point: settings, shared memory and worker registration.
  *
+ * ism_state runs the Alethic ISM state router and state-tables writer as
+ * background workers inside PostgreSQL.  Each worker owns one NATS
+ * connection, driven from its main thread only (see nats_conn.c).
+ *
  * _PG_init runs in the postmaster.  It must not touch nats.c: the library
  * starts threads, and the postmaster forks every backend.
  *
  *-------------------------------------------------------------------------
  */
-#include "ism_state.h"
+#include "postgres.h"
 
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+
+#include "counters.h"
+#include "settings.h"
+#include "stats.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 

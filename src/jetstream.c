@@ -15,12 +15,19 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "nats_internal.h"
+#include "postgres.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
 
 #include "utils/wait_event.h"
+
+#include "jetstream.h"
+#include "counters.h"
+#include "log_limit.h"
+#include "nats_conn.h"
+#include "settings.h"
+#include "stats.h"
 
 #define ISM_MAX_ENSURED_STREAMS	64
 /* publishes awaiting their PubAck before js_PublishAsync stalls */

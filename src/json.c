@@ -11,7 +11,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "ism_state.h"
+#include "postgres.h"
 
 #include <math.h>
 
@@ -22,7 +22,7 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 
-#include "router.h"
+#include "json.h"
 
 static void *
 json_alloc(size_t size)

@@ -11,10 +11,12 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "ism_state.h"
+#include "postgres.h"
 
 #include "common/hashfn.h"
 #include "utils/timestamp.h"
+
+#include "log_limit.h"
 
 #define LOG_LIMIT_MS	10000
 #define REMEMBERED		32		/* distinct lines remembered */

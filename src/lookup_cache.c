@@ -11,13 +11,13 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "ism_state.h"
+#include "postgres.h"
 
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "router.h"
+#include "lookup_cache.h"
 
 #define ISM_LOOKUP_TTL_MS		1000
 #define ISM_LOOKUP_MAX_ENTRIES	10000

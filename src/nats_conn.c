@@ -17,14 +17,15 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "ism_state.h"
+#include "postgres.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 
-#include "nats_internal.h"
+#include "nats_conn.h"
+#include "settings.h"
 
 static natsConnection *conn = NULL;
 static natsStatistics *conn_stats = NULL;

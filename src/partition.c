@@ -18,7 +18,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "ism_state.h"
+#include "postgres.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -28,7 +28,8 @@
 #include "common/shortest_dec.h"
 #include "lib/stringinfo.h"
 
-#include "router.h"
+#include "partition.h"
+#include "json.h"
 
 typedef struct Value
 {

@@ -10,14 +10,16 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "ism_state.h"
+#include "postgres.h"
 
 #include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "route_cache.h"
 #include "route_index.h"
+#include "stats.h"
 
 static MemoryContext cache_context = NULL;
 static IsmRoute *cached_routes = NULL;

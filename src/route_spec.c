@@ -10,12 +10,14 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "routes.h"
+#include "postgres.h"
 
 #include <ctype.h>
 
 #include "utils/builtins.h"
 #include "utils/json.h"
+
+#include "route_spec.h"
 
 typedef enum RouteKeyType
 {

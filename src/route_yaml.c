@@ -13,7 +13,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "routes.h"
+#include "postgres.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -22,6 +22,9 @@
 
 #include "utils/builtins.h"
 #include "utils/json.h"
+
+#include "route_yaml.h"
+#include "route_spec.h"
 
 /* Larger than any real routing file by orders of magnitude. */
 #define ROUTING_MAX_BYTES	(16 * 1024 * 1024)

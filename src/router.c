@@ -22,7 +22,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "ism_state.h"
+#include "postgres.h"
 
 #include <cjson/cJSON.h>
 
@@ -39,7 +39,18 @@
 #include "utils/timestamp.h"
 
 #include "router.h"
-#include "routes.h"
+#include "counters.h"
+#include "dead_letter.h"
+#include "jetstream.h"
+#include "json.h"
+#include "log_limit.h"
+#include "lookup_cache.h"
+#include "partition.h"
+#include "route_cache.h"
+#include "route_index.h"
+#include "route_spec.h"
+#include "settings.h"
+#include "stats.h"
 #include "xact.h"
 
 #define MONITOR_SELECTOR	"processor/monitor"

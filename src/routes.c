@@ -11,7 +11,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "routes.h"
+#include "postgres.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -31,8 +31,11 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
-#include "ism_state.h"
+#include "routes.h"
 #include "route_index.h"
+#include "route_spec.h"
+#include "route_yaml.h"
+#include "stats.h"
 
 #define ROUTING_FILE_MAX_BYTES	(16 * 1024 * 1024)
 

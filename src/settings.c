@@ -9,13 +9,15 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "ism_state.h"
+#include "postgres.h"
 
 #include <ctype.h>
 #include <limits.h>
 
 #include "lib/stringinfo.h"
 #include "utils/guc.h"
+
+#include "settings.h"
 
 char	   *ism_database = NULL;
 char	   *ism_role = NULL;

@@ -11,7 +11,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "ism_state.h"
+#include "postgres.h"
 
 #include "fmgr.h"
 #include "funcapi.h"
@@ -27,6 +27,10 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "stats.h"
+#include "counters.h"
+#include "nats_conn.h"
+#include "settings.h"
 #include "view_columns.h"
 
 #define ISM_SERVER_LEN	256

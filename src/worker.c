@@ -18,13 +18,10 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "ism_state.h"
+#include "postgres.h"
 
-
-#include "access/xact.h"
 #include "commands/extension.h"
 #include "libpq/pqsignal.h"
-#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -38,10 +35,20 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
+#include "worker.h"
+#include "claims.h"
+#include "jetstream.h"
+#include "nats_conn.h"
+#include "route_cache.h"
+#include "route_index.h"
 #include "router.h"
 #include "routes.h"
-#include "nats_internal.h"
+#include "settings.h"
+#include "stats.h"
+#include "writer.h"
 #include "xact.h"
+
+#define ISM_EXTENSION_NAME	"ism_state"
 
 /* Seconds the postmaster waits before restarting a worker that exited. */
 #define ISM_RESTART_SECONDS		5

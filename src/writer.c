@@ -23,7 +23,7 @@
  *
  *-------------------------------------------------------------------------
  */
-#include "ism_state.h"
+#include "postgres.h"
 
 #include <malloc.h>
 
@@ -53,8 +53,21 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "writer.h"
+#include "claims.h"
+#include "column_types.h"
 #include "copy_text.h"
-#include "router.h"
+#include "counters.h"
+#include "dead_letter.h"
+#include "ident.h"
+#include "jetstream.h"
+#include "json.h"
+#include "log_limit.h"
+#include "lookup_cache.h"
+#include "route_cache.h"
+#include "route_index.h"
+#include "settings.h"
+#include "stats.h"
 #include "xact.h"
 
 #define MONITOR_SELECTOR	"processor/monitor"

@@ -1,0 +1,91 @@
+/*-------------------------------------------------------------------------
+ *
+ * jetstream.h
+ *	  JetStream on the worker's connection: streams and consumers, the
+ *	  pull subscription, fetch and acknowledgements, and pipelined
+ *	  publishing (jetstream.c); main thread only.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ISM_JETSTREAM_H
+#define ISM_JETSTREAM_H
+
+#include <nats/nats.h>
+
+#include "counters.h"
+
+/* What to consume: a stream through a durable pull consumer. */
+typedef struct IsmConsumerSpec
+{
+	const char *selector;		/* the route, for the counters */
+	const char *stream;
+	const char *subject;
+	const char *durable;
+	const char *filter_subject; /* NULL: the whole stream */
+	int			ack_wait_s;
+	int			max_ack_pending;
+	/* also opened, signals blocked: the claims (ism_claims_open_locked), or NULL */
+	bool		(*open_locked) (char *errbuf, size_t errlen);
+} IsmConsumerSpec;
+
+/* A fetched message; valid until ism_nats_release. */
+typedef struct IsmMessage
+{
+	void	   *handle;			/* the natsMsg */
+	const char *subject;
+	const char *data;
+	int			len;
+	uint64		stream_seq;
+	uint64		deliveries;		/* 1 the first time */
+	int64		timestamp_ns;	/* when the stream stored it, Unix ns */
+	char		stream[256];
+	const char *msg_id;			/* its Nats-Msg-Id header, or NULL */
+	int64		duplicate_window_ns;	/* its stream's duplicate window */
+	/*
+	 * Its JetStream metadata was read: stream, stream_seq and deliveries
+	 * say where it is in its stream.  A message without (published to the
+	 * subscription's inbox, not stored) has no place to be known by: it is
+	 * handled once as it comes, with no exactly-once bookkeeping.
+	 */
+	bool		from_stream;
+} IsmMessage;
+
+typedef enum IsmSettle
+{
+	ISM_ACK,
+	ISM_NAK,
+	ISM_TERM,
+	ISM_IN_PROGRESS
+} IsmSettle;
+
+extern bool ism_nats_subscribe(const IsmConsumerSpec *spec, char *errbuf,
+							   size_t errlen);
+extern bool ism_nats_is_subscribed(void);
+extern void ism_nats_unsubscribe(void);
+
+extern int	ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms,
+						   char *errbuf, size_t errlen);
+extern void ism_nats_release(IsmMessage *msgs, int n);
+extern void ism_count_inbound(IsmRouteCounter counter, int64 n);
+extern void ism_inbound_error(const char *error);
+extern bool ism_nats_settle(IsmMessage *m, IsmSettle how, int64 delay_ms,
+							char *errbuf, size_t errlen);
+extern int64 ism_nats_redelivery_delay_ms(const IsmMessage *m);
+extern bool ism_nats_can_retry(const IsmMessage *m);
+extern char *ism_nats_why_no_retry(const IsmMessage *m, const char *error);
+
+extern bool ism_nats_ensure_stream(const char *stream, const char *subject,
+								   char *errbuf, size_t errlen);
+extern bool ism_nats_publish(const char *selector, const char *subject,
+							 const char *data, size_t len,
+							 const char *msg_id, bool jetstream,
+							 char *errbuf, size_t errlen);
+extern bool ism_nats_publish_wait(int timeout_ms, char *errbuf, size_t errlen);
+extern bool ism_nats_flush(int timeout_ms, char *errbuf, size_t errlen);
+
+/* The context for claims.c, the closing for the connection's going */
+extern jsCtx *ism_js_context(char *errbuf, size_t errlen);
+extern void ism_js_on_close(void (*hook) (void));
+extern void ism_js_close(void);
+
+#endif							/* ISM_JETSTREAM_H */
