@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: installs what is missing, builds (warnings are
-# errors), installs the extension, then runs pg_regress (sql_tests/) and
+# errors), checks the source structure (scripts/check-structure.sh),
+# installs the extension, then runs pg_regress (sql_tests/) and
 # the TAP integration tests (test/t/) against throwaway PostgreSQL clusters
 # and nats-servers on loopback, then the libFuzzer targets for a bounded
 # time (FUZZ_SECONDS each, default 40).
@@ -24,6 +25,8 @@ echo "== yamllint"
 yamllint --strict .
 echo "== build"
 make -s
+echo "== structure"
+scripts/check-structure.sh
 echo "== install"
 $SUDO make -s install
 
