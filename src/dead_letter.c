@@ -15,6 +15,7 @@
 #include "utils/snapmgr.h"
 
 #include "dead_letter.h"
+#include "applied.h"
 #include "jetstream.h"
 #include "xact.h"
 
@@ -29,23 +30,20 @@ typedef struct DeadLetter
 } DeadLetter;
 
 /*
- * The writer records every message whose outcome it committed in
- * ism_state.applied, written or dead-lettered alike.  A message held in one
- * writer's batch can come again to another (its ack wait ran out); then
- * whichever commits first decides, and the other finds its row here: a
- * message is never both written and a dead letter.
+ * The writer claims every message whose outcome it commits (applied.c),
+ * written or dead-lettered alike: a message held in one writer's batch can
+ * come again to the other (its ack wait ran out), or be stored again under
+ * its Msg-Id; whichever commits first decides, and the other finds its
+ * claim.  A message is never both written and a dead letter, nor a dead
+ * letter twice.
  */
 static bool
-claim_applied(const IsmMessage *m)
+claimed(const IsmMessage *m)
 {
-	Oid			types[2] = {TEXTOID, INT8OID};
-	Datum		args[2] = {CStringGetTextDatum(m->stream), Int64GetDatum((int64) m->stream_seq)};
+	bool		ok;
 
-	if (SPI_execute_with_args("INSERT INTO ism_state.applied (stream, stream_seq) VALUES ($1, $2)"
-							  " ON CONFLICT DO NOTHING",
-							  2, types, args, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not record the message in ism_state.applied");
-	return SPI_processed == 1;
+	ism_applied_claim(&m, 1, &ok);
+	return ok;
 }
 
 static void
@@ -72,7 +70,7 @@ insert_dead_letter(void *arg)
 
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (dl->claim_applied && m->from_stream && !claim_applied(m))
+	if (dl->claim_applied && !claimed(m))
 	{
 		dl->applied_before = true;
 		PopActiveSnapshot();

@@ -42,6 +42,7 @@
 #include "utils/timestamp.h"
 
 #include "writer.h"
+#include "applied.h"
 #include "claims.h"
 #include "jetstream.h"
 #include "json.h"
@@ -186,19 +187,9 @@ resolve_processor(void *arg)
 static void
 prune_applied(void *arg)
 {
-	Oid			types[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(ism_applied_retention_s)};
-
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_execute_with_args("DELETE FROM ism_state.applied"
-							  " WHERE applied_at < now() - make_interval(secs => $1)",
-							  1, types, args, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "could not prune ism_state.applied");
-	if (SPI_execute_with_args("DELETE FROM ism_state.applied_msg_id"
-							  " WHERE stored_at < now() - make_interval(secs => $1)",
-							  1, types, args, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "could not prune ism_state.applied_msg_id");
+	ism_applied_prune(ism_applied_retention_s);
 	PopActiveSnapshot();
 	SPI_finish();
 }

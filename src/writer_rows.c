@@ -1,11 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * writer_rows.c
- *	  The state-tables writer's rows: the stream sequences a flush applies
- *	  are recorded in ism_state.applied, their Nats-Msg-Ids in
- *	  ism_state.applied_msg_id (those applied before are not written
- *	  again), and the records go into their table through COPY's own
- *	  machinery, or as INSERTs where row-level security applies.
+ *	  The state-tables writer's rows: the messages a flush applies are
+ *	  claimed (applied.c: those handled before are not written again), and
+ *	  the records go into their table through COPY's own machinery, or as
+ *	  INSERTs where row-level security applies.
  *
  *-------------------------------------------------------------------------
  */
@@ -28,6 +27,7 @@
 #include "utils/timestamp.h"
 
 #include "writer_rows.h"
+#include "applied.h"
 #include "copy_text.h"
 #include "ident.h"
 #include "jetstream.h"
@@ -35,176 +35,21 @@
 #include "settings.h"
 #include "writer_batch.h"
 
-static bool *returned_messages(Flush *f);
-static void record_msg_ids(Flush *f);
-
 /*
- * The stream sequences this flush applies; those applied before come back
- * false.  A message from no stream has no sequence to be known by: it is
- * applied as it comes (see IsmMessage.from_stream).
+ * The messages this flush applies, claimed in its transaction (see
+ * applied.c): those handled before are acked without being written again.
  */
 void
 ism_writer_record_applied(Flush *f)
 {
 	int			n = list_length(f->pending);
-	Datum	   *streams = palloc(sizeof(Datum) * n);
-	Datum	   *seqs = palloc(sizeof(Datum) * n);
-	int			nseqs = 0;
-	Oid			types[2] = {TEXTARRAYOID, INT8ARRAYOID};
-	Datum		args[2];
+	const IsmMessage **msgs = palloc(sizeof(IsmMessage *) * n);
 	ListCell   *lc;
-	MemoryContext caller = CurrentMemoryContext;
-	bool	   *returned;
 
+	foreach(lc, f->pending)
+		msgs[foreach_current_index(lc)] = &((Pending *) lfirst(lc))->msg;
 	f->apply = palloc0(sizeof(bool) * n);
-	foreach(lc, f->pending)
-	{
-		Pending    *p = lfirst(lc);
-
-		if (!p->msg.from_stream)
-		{
-			f->apply[foreach_current_index(lc)] = true;
-			continue;
-		}
-		streams[nseqs] = CStringGetTextDatum(p->msg.stream);
-		seqs[nseqs++] = Int64GetDatum((int64) p->msg.stream_seq);
-	}
-	if (nseqs == 0)
-		return;
-	args[0] = PointerGetDatum(construct_array(streams, nseqs, TEXTOID, -1, false, TYPALIGN_INT));
-	args[1] = PointerGetDatum(construct_array(seqs, nseqs, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	if (SPI_execute_with_args("INSERT INTO ism_state.applied (stream, stream_seq)"
-							  " SELECT * FROM unnest($1::text[], $2::bigint[])"
-							  " ON CONFLICT DO NOTHING RETURNING stream, stream_seq",
-							  2, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "could not record applied messages");
-	MemoryContextSwitchTo(caller);
-	returned = returned_messages(f);
-	for (int i = 0; i < n; i++)
-		f->apply[i] = f->apply[i] || returned[i];
-	record_msg_ids(f);
-}
-
-/* Per pending message: named by a (stream, stream_seq) row SPI returned. */
-static bool *
-returned_messages(Flush *f)
-{
-	bool	   *returned = palloc0(sizeof(bool) * list_length(f->pending));
-	ListCell   *lc;
-
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		char	   *stream = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		int64		seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
-
-		foreach(lc, f->pending)
-		{
-			Pending    *p = lfirst(lc);
-
-			if (p->msg.from_stream && (int64) p->msg.stream_seq == seq &&
-				strcmp(p->msg.stream, stream) == 0)
-			{
-				returned[foreach_current_index(lc)] = true;
-				break;
-			}
-		}
-	}
-	return returned;
-}
-
-/*
- * A Msg-Id as recorded: as it is, or its SHA-256 when it is long or not
- * text in the database's encoding (a header may be any bytes), so that it
- * always fits the primary key's index.
- */
-#define MSG_ID_MAX_LEN	200
-
-static char *
-msg_id_key(const char *id)
-{
-	size_t		len = strlen(id);
-	char		hex[2 * PG_SHA256_DIGEST_LENGTH + 1];
-
-	if (len <= MSG_ID_MAX_LEN && pg_verify_mbstr(GetDatabaseEncoding(), id, len, true))
-		return pstrdup(id);
-	ism_sha256_hex(id, len, hex, sizeof(hex) - 1);
-	return psprintf("sha256:%s", hex);
-}
-
-/* When the stream stored m, as a timestamptz. */
-static TimestampTz
-stored_at(const IsmMessage *m)
-{
-	return (TimestampTz) (m->timestamp_ns / 1000) -
-		((TimestampTz) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
-}
-
-/*
- * Of the messages to apply, those with a Nats-Msg-Id: a copy of a message
- * already written (the same Msg-Id on the same stream, stored within the
- * stream's duplicate window) is not applied.  JetStream drops such a copy
- * itself, except after a restart that forgot the Msg-Ids of the messages a
- * work-queue stream no longer holds (see ism_state.applied_msg_id).  The
- * first copy, by stream time, wins; a Msg-Id used again after the window is
- * a new message.  The primary key settles copies written by two writers at
- * once: the second waits for the first to commit.
- */
-static void
-record_msg_ids(Flush *f)
-{
-	int			n = list_length(f->pending);
-	Datum	   *cols[4];
-	int			nids = 0;
-	int64		window_us = 0;
-	Oid			types[5] = {TEXTARRAYOID, TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8OID};
-	Datum		args[5];
-	ListCell   *lc;
-	MemoryContext caller = CurrentMemoryContext;
-	bool	   *returned;
-
-	for (int c = 0; c < 4; c++)
-		cols[c] = palloc(sizeof(Datum) * n);
-	foreach(lc, f->pending)
-	{
-		Pending    *p = lfirst(lc);
-
-		if (!f->apply[foreach_current_index(lc)] || p->msg.msg_id == NULL)
-			continue;
-		cols[0][nids] = CStringGetTextDatum(p->msg.stream);
-		cols[1][nids] = CStringGetTextDatum(msg_id_key(p->msg.msg_id));
-		cols[2][nids] = Int64GetDatum((int64) p->msg.stream_seq);
-		cols[3][nids++] = TimestampTzGetDatum(stored_at(&p->msg));
-		/* one subscription's messages: one stream, one window */
-		window_us = Max(window_us, p->msg.duplicate_window_ns / 1000);
-	}
-	if (nids == 0)
-		return;
-	args[0] = PointerGetDatum(construct_array(cols[0], nids, TEXTOID, -1, false, TYPALIGN_INT));
-	args[1] = PointerGetDatum(construct_array(cols[1], nids, TEXTOID, -1, false, TYPALIGN_INT));
-	args[2] = PointerGetDatum(construct_array(cols[2], nids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	args[3] = PointerGetDatum(construct_array(cols[3], nids, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	args[4] = Int64GetDatum(window_us);
-	if (SPI_execute_with_args("INSERT INTO ism_state.applied_msg_id AS a (stream, msg_id, stream_seq, stored_at)"
-							  " SELECT DISTINCT ON (s, m) s, m, q, t"
-							  "   FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[]) AS u(s, m, q, t)"
-							  "  ORDER BY s, m, t, q"
-							  " ON CONFLICT (stream, msg_id) DO UPDATE"
-							  "   SET stream_seq = excluded.stream_seq, stored_at = excluded.stored_at"
-							  "   WHERE a.stored_at <= excluded.stored_at - $5 * interval '1 microsecond'"
-							  " RETURNING stream, stream_seq",
-							  5, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "could not record applied Msg-Ids");
-	MemoryContextSwitchTo(caller);
-	returned = returned_messages(f);
-	foreach(lc, f->pending)
-		if (((Pending *) lfirst(lc))->msg.msg_id != NULL)
-			f->apply[foreach_current_index(lc)] &= returned[foreach_current_index(lc)];
-	if (SPI_processed < (uint64) nids)
-		ism_log_limited(LOG, "writer copy skipped",
-						"ism_state writer: %d of %d messages were copies of messages already written"
-						" (the same Nats-Msg-Id within the duplicate window); not written again",
-						(int) (nids - SPI_processed), nids);
+	ism_applied_claim(msgs, n, f->apply);
 }
 
 /*

@@ -390,7 +390,7 @@ is(rows_of('msgid', "string_agg(n, ',' ORDER BY n)"), 'after,old,restart',
 	'a Msg-Id written within the window is skipped, one written before it is a new message');
 is($node->safe_psql('postgres', "SELECT stream_seq FROM ism_state.applied_msg_id WHERE msg_id = 'ism:test:old'"),
 	$old_seq, 'the Msg-Id now names the new message');
-ok($node->log_contains(qr/ism_state writer: \d+ of \d+ messages were copies of messages already written/, $log_at),
+ok($node->log_contains(qr/ism_state writer: \d+ of \d+ messages were copies of messages already handled/, $log_at),
 	'the skipped copies are logged');
 send_with_id('L' x 3000, 'long id');
 $node->poll_query_until('postgres', qq{SELECT count(*) > 0 FROM "${tables}_msgid" WHERE n = 'long id'})
@@ -521,6 +521,19 @@ sleep 1;
 is($node->safe_psql('postgres',
 		"SELECT count(*) FROM ism_state.dead_letter WHERE stream_seq = $next AND worker = 'writer'"),
 	'0', 'a message another delivery wrote first is not dead-lettered as well');
+
+# --- a copy of a dead letter, stored again under its Msg-Id, is not a second one (found by the randomized test) ---
+$node->safe_psql('postgres', qq{INSERT INTO ism_state.applied_msg_id (stream, msg_id, stream_seq, stored_at)
+	VALUES ('data_transformers_state_tables', 'ism:test:dead-copy', 1, now())});
+$log_offset = -s $node->logfile;
+($rc, $out) = nats_client($url, '--msg-id', 'ism:test:dead-copy', 'js-pub', $writer_subject,
+	'{"route_id": "no-such-route-copied"}');
+my ($copy_seq) = $out =~ /seq=(\d+)/;
+$node->wait_for_log(qr/processor state \(route\) no-such-route-copied not found/, $log_offset);
+sleep 1;
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM ism_state.dead_letter WHERE stream_seq = $copy_seq AND worker = 'writer'"),
+	'0', 'a copy of a message already dead-lettered, stored again under its Msg-Id, is not dead-lettered again');
 
 # --- the cluster never went down ----------------------------------------------------------
 is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $started,
