@@ -711,6 +711,7 @@ ism_worker_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, handle_sigterm);
 	BackgroundWorkerUnblockSignals();
+	ism_hold_cancel();
 
 	ism_stats_attach_worker(w.slot, w.role);
 	/* what goes with the connection: its JetStream state, and with that the claims */
@@ -749,10 +750,9 @@ ism_worker_main(Datum main_arg)
 
 		/*
 		 * pg_cancel_backend() cancels the statement the worker runs (a
-		 * flush waiting for a lock, say: it is retried).  Between
-		 * statements there is nothing to cancel, and here, outside any
-		 * transaction, ProcessInterrupts would make it an ERROR that ends
-		 * the worker.
+		 * flush waiting for a lock, say: it is retried); between
+		 * statements there is nothing to cancel (see
+		 * ism_run_in_transaction).
 		 */
 		QueryCancelPending = false;
 		CHECK_FOR_INTERRUPTS();

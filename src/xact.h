@@ -12,5 +12,6 @@ extern bool ism_run_in_transaction(void (*fn) (void *), void *arg,
 								   char *errbuf, size_t errlen);
 extern bool ism_run_in_transaction_ex(void (*fn) (void *), void *arg,
 									  char *errbuf, size_t errlen, int *sqlstate);
+extern void ism_hold_cancel(void);
 
 #endif							/* ISM_XACT_H */

@@ -9,6 +9,7 @@ use IsmTest;
 use JSON::PP;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
 use Time::HiRes qw(usleep);
 
 my $project = '5b8e2f14-9c3a-4d71-8e6f-2a9d7c4b1e03';
@@ -289,6 +290,23 @@ wait_rows('cancel', 2) or die 'the cancelled flush was not retried';
 is(writer_pid(), $pid, '(3) a flush cancelled while it waits for a lock is retried by the same writer');
 is(rows_of('cancel', "count(*) FILTER (WHERE n = 'while locked')"), '1', '(3) and written once');
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET ism_state.writer_lock_timeout');
+
+# (found by the randomized test) A cancel that comes while the writer logs
+# outside a transaction: every ereport, a WARNING too, checks for
+# interrupts, and made the cancel an ERROR that ended the worker.  Each of
+# these messages names another route, so each is logged.
+$pid = writer_pid();
+($rc, $out, $err) = nats_client($url, 'js-pub-n', $writer_subject, 400,
+	'{"route_id":"no-such-route-%n","query_state":[]}');
+is($rc, 0, '400 messages for routes that do not exist') or diag $err;
+my $cancels = IPC::Run::start([ 'psql', '-X', '-q', '-d', $node->connstr('postgres'), '-c',
+	"SELECT pg_cancel_backend($pid), pg_sleep(0.01) FROM generate_series(1, 300)" ],
+	'>', \my $cancel_out, '2>', \my $cancel_err);
+$node->poll_query_until('postgres',
+	"SELECT count(*) >= 400 FROM ism_state.dead_letter WHERE error LIKE 'processor state (route) no-such-route-% not found'")
+  or diag 'not every message was dead-lettered';
+$cancels->finish;
+is(writer_pid(), $pid, '(3) a writer cancelled 300 times while it logs its dead letters is still the same process');
 
 # --- 5: ism_state.max_deliveries holds for the writer too --------------------------------
 set_setting('ism_state.max_deliveries = 2');
