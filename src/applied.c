@@ -26,6 +26,7 @@
 
 #include "applied.h"
 #include "ident.h"
+#include "jetstream.h"
 #include "log_limit.h"
 
 /* a Msg-Id longer than this is recorded by its SHA-256 */
