@@ -86,7 +86,8 @@ static IsmCounterArea *area = NULL;
 static int	my_worker = -1;
 static HTAB *my_routes = NULL;
 static HTAB *my_tables = NULL;
-static bool warned_full = false;
+/* the "all taken" warning, once per kind: [0] tables, [1] routes */
+static bool warned_full[2] = {false, false};
 
 static int
 worker_count(void)
@@ -202,12 +203,12 @@ my_position(HTAB *index, const char *key, int capacity, bool routes)
 	n = (int) hash_get_num_entries(index);
 	if (n >= capacity)
 	{
-		if (!warned_full)
+		if (!warned_full[routes])
 			ereport(WARNING,
 					(errmsg("ism_state: this worker's %s counters are all taken; \"%s\" is not counted",
 							routes ? "route" : "table", key),
 					 errhint("Raise ism_state.max_tracked_tables, or reset the counters.")));
-		warned_full = true;
+		warned_full[routes] = true;
 		return -1;
 	}
 	e = hash_search(index, k, HASH_ENTER, &found);

@@ -490,6 +490,14 @@ watch_connection(IsmWorker *w)
 			ism_stats_set_error(msg);
 		}
 	}
+	else if (state == ISM_NATS_CONNECTED && reconnects > 0)
+	{
+		/* lost and regained between two looks (the worker was busy meanwhile) */
+		ereport(LOG,
+				(errmsg("%s: reconnected to NATS at %s",
+						MyBgworkerEntry->bgw_name, w->server),
+				 errdetail("The connection was lost and restored since the worker last looked.")));
+	}
 	w->nats_state = state;
 
 	if (state == ISM_NATS_CLOSED)

@@ -478,7 +478,7 @@ add_message(IsmMessage *m)
 		/* a database error: try again later */
 		if (!ism_nats_can_retry(m))
 			return ism_writer_give_up(m, r.route_id, ism_nats_why_no_retry(m, err));
-		ism_nats_settle(m, ISM_NAK, ism_nats_redelivery_delay_ms(m), err, sizeof(err));
+		ism_writer_settle(m, ISM_NAK, ism_nats_redelivery_delay_ms(m));
 		ism_nats_release(m, 1);
 		return;
 	}

@@ -462,6 +462,16 @@ ism_writer_flush_batch(Batch *b)
 
 /* --- a message given up on -------------------------------------------------- */
 
+/* Settle m, with a WARNING when that fails (it comes again: no harm done). */
+void
+ism_writer_settle(IsmMessage *m, IsmSettle how, int64 delay_ms)
+{
+	char		err[512];
+
+	if (!ism_nats_settle(m, how, delay_ms, err, sizeof(err)))
+		ereport(WARNING, (errmsg("ism_state writer: %s", err)));
+}
+
 /*
  * Give up on m: FAILED on the monitor route, a dead letter, then term (a
  * nak when the dead letter could not be recorded: never lost).
@@ -476,11 +486,11 @@ ism_writer_give_up(IsmMessage *m, const char *route_id, const char *error)
 					"ism_state writer: message %s:" UINT64_FORMAT " on \"%s\" failed: %s",
 					m->stream, m->stream_seq, m->subject, error);
 	if (!ism_dead_letter_once(m, "writer", route_id, error, &applied_before))
-		ism_nats_settle(m, ISM_NAK, ism_nats_redelivery_delay_ms(m), err, sizeof(err));
+		ism_writer_settle(m, ISM_NAK, ism_nats_redelivery_delay_ms(m));
 	else if (applied_before)
 	{
 		/* another delivery of it was written (or dead-lettered) first */
-		ism_nats_settle(m, ISM_ACK, 0, err, sizeof(err));
+		ism_writer_settle(m, ISM_ACK, 0);
 	}
 	else
 	{
@@ -490,7 +500,7 @@ ism_writer_give_up(IsmMessage *m, const char *route_id, const char *error)
 					   psprintf("ism:%s:" UINT64_FORMAT ":failed", m->stream, m->stream_seq) : NULL);
 		if (!ism_nats_publish_wait(ism_publish_timeout_ms, err, sizeof(err)))
 			ereport(WARNING, (errmsg("ism_state writer: FAILED not sent: %s", err)));
-		ism_nats_settle(m, ISM_TERM, 0, err, sizeof(err));
+		ism_writer_settle(m, ISM_TERM, 0);
 	}
 	ism_nats_release(m, 1);
 }

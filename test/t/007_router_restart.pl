@@ -97,7 +97,8 @@ pass('the replay request is acknowledged in the end');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM ism_state.dead_letter'), '0',
 	'nothing was dead-lettered');
 ok(count_log_matches($node, qr/router: .*will be retried/) >= 1
-	  || count_log_matches($node, qr/router: lost connection to NATS/) >= 1,
+	  || count_log_matches($node, qr/router: lost connection to NATS/) >= 1
+	  || count_log_matches($node, qr/router: reconnected to NATS/) >= 1,
 	'the interruption was noticed');
 
 $node->stop('fast');
