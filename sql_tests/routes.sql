@@ -80,14 +80,22 @@ SELECT ism_state.add_route('v/x', 'v.x', options => '{"ack_wait": 1.5}');
 SELECT ism_state.add_route('v/x', 'v.x', options => '{"ack_wait": 0}');
 SELECT ism_state.add_route('v/x', 'v.x', options => '{"batch_size": 100000}');
 SELECT ism_state.add_route('v/x', 'v.x', options => '{"concurrent_enabled": "yes"}');
-SELECT ism_state.add_route('v/x', 'v.x', options => '{"mode": "stream"}');
-SELECT ism_state.add_route('v/x', 'v.x', options => '{"queue": "a.b"}');
+SELECT ism_state.add_route('v/x', 'v.x', options => '{"mode": ""}');
+SELECT ism_state.add_route('v/x', 'v.x', options => '{"queue": ""}');
 SELECT ism_state.add_route('v/x', 'v.x', options => '{"subject": "other"}');
 SELECT ism_state.add_route('v/x', 'v..x');
 SELECT ism_state.add_route('v/x', 'v.*');
-SELECT ism_state.add_route('v/x', 'v.x', 'bad name');
+SELECT ism_state.add_route('v/x', 'v.x', '');
 SELECT ism_state.add_route('v/x', NULL);
 SELECT ism_state.add_route('', 'v.x');
+-- what upstream loads, loads: a name NATS refuses (a warning: it fails
+-- where JetStream uses it), a dotted queue (a core NATS queue group), an
+-- unknown mode (push, as core-go; a warning)
+SELECT name, queue, mode FROM ism_state.add_route('v/x', 'v.x', 'bad name');
+SELECT name, queue, mode FROM ism_state.add_route('v/x', 'v.x', 'v.x', options => '{"jetstream_enabled": false}');
+SELECT name, queue, mode FROM ism_state.add_route('v/x', 'v.x', options => '{"queue": "a.b"}');
+SELECT name, queue, mode FROM ism_state.add_route('v/x', 'v.x', options => '{"mode": "stream"}');
+SELECT ism_state.remove_route('v/x');
 SELECT ism_state.remove_route('vision/models/*');
 SELECT ism_state.remove_route('vision/models/*');
 SELECT ism_state.remove_route('language/models/*');
@@ -96,7 +104,8 @@ SELECT ism_state.remove_route('language/models/openai/gpt-4o');
 -- the table's own constraints hold for direct writes too (terse: the
 -- failing row's timestamps would differ from run to run)
 \set VERBOSITY terse
-INSERT INTO ism_state.route (selector, name, subject) VALUES ('d', 'a>b', 'd');
+INSERT INTO ism_state.route (selector, name, subject) VALUES ('d', '', 'd');
+INSERT INTO ism_state.route (selector, name, subject, mode) VALUES ('d', 'd', 'd', '');
 INSERT INTO ism_state.route (selector, name, subject) VALUES ('d', 'd', 'd.');
 INSERT INTO ism_state.route (selector, name, subject, concurrent_max_workers)
 VALUES ('d', 'd', 'd', 0);
@@ -153,9 +162,8 @@ SELECT ism_state.load_routes(E'   \n# nothing here\n');
 -- a scalar, a list
 SELECT ism_state.load_routes('hello');
 SELECT ism_state.load_routes('[1, 2]');
--- no messageConfig, no routes, routes not a list, entry not a mapping
+-- no messageConfig, routes not a list, entry not a mapping
 SELECT ism_state.load_routes('routes: []');
-SELECT ism_state.load_routes('messageConfig: {}');
 SELECT ism_state.load_routes('messageConfig: {routes: {selector: a}}');
 SELECT ism_state.load_routes('messageConfig: {routes: [a/b]}');
 -- missing required key
@@ -191,11 +199,11 @@ SELECT ism_state.load_routes($$messageConfig:
   routes:
     - {selector: a/b, name: a_b, subject: a.b, url: "n://h", ack_wait: 99999999999999999999999}
 $$);
--- bad stream name, bad subject
+-- bad subject, empty name
 SELECT ism_state.load_routes($$messageConfig:
   routes:
     - selector: a/b
-      name: a.b
+      name: ""
       subject: a.b
       url: nats://h:4222
 $$);
@@ -222,7 +230,7 @@ $$);
 SELECT ism_state.load_routes($$messageConfig:
   routes:
     - {selector: good/one, name: good_one, subject: good.one, url: "n://h"}
-    - {selector: bad/one, name: bad_one, subject: bad.one, url: "n://h", mode: sideways}
+    - {selector: bad/one, name: bad_one, subject: bad.one, url: "n://h", ack_wait: 0}
 $$);
 -- an undefined alias
 SELECT ism_state.load_routes($$messageConfig:
@@ -251,6 +259,47 @@ SELECT ism_state.load_routes(repeat('#', 17 * 1024 * 1024));
 -- a missing file
 SELECT ism_state.load_routes_file('/nonexistent/routing.yaml');
 SELECT routes_digest() = :'before' AS table_unchanged;
+
+-- === what the platform loads, loads =========================================
+-- What the platform's loaders take (core-go route.go, ismcore
+-- nats_message_provider.py check no names or modes), ism_state takes too;
+-- what NATS or the lookup will refuse is said in a warning, and fails where
+-- it is used.  Stream names NATS refuses (the state router's old example
+-- named streams after their subjects), a dotted queue, an unknown mode:
+SELECT ism_state.load_routes($$messageConfig:
+  routes:
+    - {selector: image/models/openai/dall-e-3, name: "image.models.openai.dall-e-3",
+       subject: "image.models.openai.dall-e-3", url: "nats://h:4222"}
+    - {selector: core/only, name: "core.only", subject: core.only, url: "nats://h:4222",
+       jetstream_enabled: false, queue: "core.only.workers"}
+    - {selector: odd/mode, name: odd_mode, subject: odd.mode, url: "nats://h:4222",
+       mode: sideways}
+$$);
+SELECT selector, name, queue, mode, batch_size FROM ism_state.route
+ WHERE selector IN ('image/models/openai/dall-e-3', 'core/only', 'odd/mode') ORDER BY 1;
+-- overlapping wildcards: loaded, named in a warning; their lookup fails
+SELECT ism_state.load_routes($$messageConfig:
+  routes:
+    - {selector: "a/*", name: a, subject: a, url: "nats://h:4222"}
+    - {selector: "a/b/*", name: a_b, subject: a.b, url: "nats://h:4222"}
+    - {selector: "a/bc/*", name: a_bc, subject: a.bc, url: "nats://h:4222"}
+    - {selector: "x/*", name: x, subject: x, url: "nats://h:4222"}
+$$);
+SELECT selector FROM ism_state.resolve_route('a/bcd');
+SELECT selector FROM ism_state.resolve_route('x/y');
+-- no routes at all (the state router's Pulsar-era routing.yaml): nothing
+-- loaded, with a warning naming what is there
+SELECT routes_digest() AS before \gset
+SELECT ism_state.load_routes($$messageConfig:
+  root_route: {topic: ism_general}
+  topic_routes:
+    - {selector: processor/monitor, topic: ism_monitor}
+$$);
+SELECT ism_state.load_routes('messageConfig: {}');
+SELECT routes_digest() = :'before' AS table_unchanged_by_an_empty_load;
+DELETE FROM ism_state.route
+ WHERE selector IN ('image/models/openai/dall-e-3', 'core/only', 'odd/mode',
+                    'a/*', 'a/b/*', 'a/bc/*', 'x/*');
 
 -- === privileges =============================================================
 SELECT extconfig::regclass[] AS dumped_by_pg_dump

@@ -14,6 +14,10 @@ VALUES ('writer', 'upgrade.subject', 'upgrade_stream', 7, 1, '\x7b7d', 'kept acr
 -- a least-privilege worker role (scripts/worker-role.sql of 0.1)
 CREATE ROLE upgrade_worker;
 GRANT SELECT, INSERT, DELETE ON ism_state.applied TO upgrade_worker;
+-- 0.1's route table refuses a stream name NATS refuses
+\set VERBOSITY terse
+SELECT ism_state.add_route('test/dotted', 'dotted.subject', 'dotted.stream');
+\set VERBOSITY default
 -- 0.1 has no index for the writer's pruning of applied
 SELECT indexname FROM pg_indexes WHERE schemaname = 'ism_state' AND tablename IN ('applied', 'applied_msg_id') ORDER BY 1;
 
@@ -41,8 +45,19 @@ REVOKE ALL ON ism_state.applied FROM upgrade_worker;
 REVOKE ALL ON ism_state.applied_msg_id FROM upgrade_worker;
 DROP ROLE upgrade_worker;
 
+-- 0.4: what the platform loads, loads: a stream name NATS refuses, a
+-- dotted queue, any mode
+SELECT selector, name, queue, mode
+  FROM ism_state.add_route('test/dotted', 'dotted.subject', 'dotted.stream',
+                           options => '{"queue": "dotted.queue", "mode": "sideways"}');
+SELECT string_agg(conname || ': ' || pg_get_constraintdef(oid), E'\n' ORDER BY conname) AS route_checks
+  FROM pg_constraint WHERE conrelid = 'ism_state.route'::regclass AND contype = 'c' \gset
+
 -- a new installation is the same as an upgraded one
 DROP EXTENSION ism_state CASCADE;
 CREATE EXTENSION ism_state;
 SELECT extversion FROM pg_extension WHERE extname = 'ism_state';
+SELECT string_agg(conname || ': ' || pg_get_constraintdef(oid), E'\n' ORDER BY conname) = :'route_checks'
+       AS same_route_checks
+  FROM pg_constraint WHERE conrelid = 'ism_state.route'::regclass AND contype = 'c';
 SELECT indexname FROM pg_indexes WHERE schemaname = 'ism_state' AND tablename IN ('applied', 'applied_msg_id') ORDER BY 1;

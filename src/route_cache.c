@@ -13,6 +13,7 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -167,4 +168,28 @@ ism_route_cache_resolve(const char *selector, RouteLookupResult *result)
 	}
 	*result = ism_route_index_lookup(cache_index, selector, &id, 1, &nmatches);
 	return *result == ROUTE_FOUND ? &cached_routes[id] : NULL;
+}
+
+/*
+ * The wildcard routes an ambiguous selector matches, quoted and separated
+ * by commas (at most 16 of them, then how many more), for its error.
+ */
+char *
+ism_route_cache_candidates(const char *selector)
+{
+	int			ids[16];
+	int			nmatches = 0;
+	StringInfoData names;
+
+	initStringInfo(&names);
+	if (!cache_valid ||
+		ism_route_index_lookup(cache_index, selector, ids, lengthof(ids),
+							   &nmatches) != ROUTE_AMBIGUOUS)
+		return names.data;
+	for (int i = 0; i < Min(nmatches, (int) lengthof(ids)); i++)
+		appendStringInfo(&names, "%s\"%s\"", i ? ", " : "",
+						 cached_routes[ids[i]].selector);
+	if (nmatches > (int) lengthof(ids))
+		appendStringInfo(&names, " and %d more", nmatches - (int) lengthof(ids));
+	return names.data;
 }

@@ -37,5 +37,6 @@ extern void ism_route_cache_load(void);
 extern int	ism_route_cache_count(void);
 extern const IsmRoute *ism_route_cache_resolve(const char *selector,
 											   RouteLookupResult *result);
+extern char *ism_route_cache_candidates(const char *selector);
 
 #endif							/* ISM_ROUTE_CACHE_H */

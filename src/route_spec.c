@@ -22,9 +22,9 @@
 typedef enum RouteKeyType
 {
 	RK_TEXT,
-	RK_NAME,					/* stream, queue or mirror name */
+	RK_NAME,					/* stream, queue or mirror name: any text */
 	RK_SUBJECT,
-	RK_MODE,
+	RK_MODE,					/* any text: see ism_route_mode_is_known */
 	RK_BOOL,
 	RK_INT
 } RouteKeyType;
@@ -86,7 +86,12 @@ ism_route_spec_init(RouteSpec *spec)
 	initStringInfo(&spec->extra);
 }
 
-/* NATS stream, consumer and queue names: no '.', '*', '>' or white space. */
+/*
+ * Does NATS take name as a stream or consumer name: no '.', '*', '>' or
+ * white space?  Not checked at load: neither upstream loader does, and a
+ * route with such a name fails only where it is used (see
+ * ism_state--0.3--0.4.sql).
+ */
 bool
 ism_valid_stream_name(const char *name)
 {
@@ -96,6 +101,17 @@ ism_valid_stream_name(const char *name)
 		if (*p == '.' || *p == '*' || *p == '>' || isspace((unsigned char) *p))
 			return false;
 	return true;
+}
+
+/*
+ * Is mode one core-go names?  Any other is push there (nats_route.go
+ * Subscribe: "pull" or else push), so it loads, with a warning.
+ */
+bool
+ism_route_mode_is_known(const char *mode)
+{
+	return strcmp(mode, "push") == 0 || strcmp(mode, "pull") == 0 ||
+		strcmp(mode, "request-reply") == 0;
 }
 
 /* A publishable subject: non-empty dot-separated tokens, no wildcards. */
@@ -172,22 +188,10 @@ set_text(RouteSpec *spec, const RouteKey *k, const RouteValue *v, char **error)
 			psprintf("is longer than %d characters", k->max);
 		return false;
 	}
-	if (k->type == RK_NAME && !ism_valid_stream_name(v->text))
-	{
-		*error = psprintf("\"%s\" is not a valid NATS name (no '.', '*', '>' or white space)",
-						  v->text);
-		return false;
-	}
 	if (k->type == RK_SUBJECT && !ism_valid_subject(v->text))
 	{
 		*error = psprintf("\"%s\" is not a valid NATS subject (non-empty dot-separated tokens, no wildcards or white space)",
 						  v->text);
-		return false;
-	}
-	if (k->type == RK_MODE && strcmp(v->text, "push") != 0 &&
-		strcmp(v->text, "pull") != 0 && strcmp(v->text, "request-reply") != 0)
-	{
-		*error = psprintf("\"%s\" is not a mode (push, pull or request-reply)", v->text);
 		return false;
 	}
 	*field = pstrdup(v->text);

@@ -63,6 +63,7 @@ extern bool ism_route_spec_set(RouteSpec *spec, const char *key,
 extern bool ism_route_spec_check(RouteSpec *spec, bool from_yaml,
 							 const char **missing_key, char **error);
 extern bool ism_valid_stream_name(const char *name);
+extern bool ism_route_mode_is_known(const char *mode);
 extern bool ism_valid_subject(const char *subject);
 
 #endif							/* ISM_ROUTE_SPEC_H */

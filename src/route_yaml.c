@@ -593,6 +593,32 @@ check_unique_selectors(List *specs)
 	pfree(sorted);
 }
 
+/*
+ * A messageConfig without routes loads nothing, as upstream: ismcore's
+ * Router builds its table only "if 'routes' in message_config"
+ * (base_message_router.py create_routing_table), and every lookup then
+ * fails.  Such files exist: the state router's Pulsar-era routing.yaml
+ * (root_route, topic_routes).  A warning names the keys found instead.
+ */
+static void
+warn_no_routes(yaml_node_t *config, List *pairs)
+{
+	StringInfoData keys;
+	ListCell   *lc;
+
+	initStringInfo(&keys);
+	foreach(lc, pairs)
+		appendStringInfo(&keys, "%s\"%s\"", keys.len ? ", " : "",
+						 ((YamlPair *) lfirst(lc))->key);
+	ereport(WARNING,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("routing YAML at line %d has no \"messageConfig.routes\": no routes loaded",
+					(int) config->start_mark.line + 1),
+			 keys.len ? errdetail("\"messageConfig\" has %s.", keys.data) :
+			 errdetail("\"messageConfig\" is empty."),
+			 errhint("Routes are a list under \"messageConfig.routes\"; neither upstream loader reads other keys.")));
+}
+
 static void
 parse_document(YamlDoc *yd)
 {
@@ -622,7 +648,10 @@ parse_document(YamlDoc *yd)
 	collect_pairs(yd, config, 1, &pairs);
 	routes = pair_value(pairs, "routes");
 	if (routes == NULL)
-		yaml_fail(config, "key \"messageConfig.routes\" is missing");
+	{
+		warn_no_routes(config, pairs);
+		return;
+	}
 	if (routes->type != YAML_SEQUENCE_NODE)
 		yaml_fail(routes, psprintf("\"messageConfig.routes\" must be a list, found %s",
 								   node_kind(routes)));

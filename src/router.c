@@ -338,8 +338,8 @@ processor_route(Inbound *in, const Processor *p)
 	}
 	r = ism_route_cache_resolve(p->provider_id, &result);
 	if (result == ROUTE_AMBIGUOUS)
-		fail(in, true, "provider_id \"%s\" of processor %s matches several wildcard routes",
-			 p->provider_id, p->id);
+		fail(in, true, "provider_id \"%s\" of processor %s matches several wildcard routes: %s",
+			 p->provider_id, p->id, ism_route_cache_candidates(p->provider_id));
 	else if (r == NULL)
 		fail(in, true, "no route for provider_id \"%s\" of processor %s",
 			 p->provider_id, p->id);
@@ -465,6 +465,14 @@ publish(Inbound *in, const IsmRoute *r, const char *subject, cJSON *body,
 
 	if (text == NULL)
 		return retry(in, "could not serialise an outbound message");
+	/* loaded as upstream loads it (route_spec.c), but no retry can help */
+	if (r->jetstream_enabled && !ism_valid_stream_name(r->name))
+	{
+		fail(in, true, "route \"%s\" has a stream name NATS refuses: \"%s\" (no '.', '*', '>' or white space)",
+			 r->selector, r->name);
+		ism_route_error(r->selector, in->error);
+		return OUTCOME_PERMANENT;
+	}
 	if (r->jetstream_enabled && !ism_nats_ensure_stream(r->name, r->subject, err, sizeof(err)))
 		return retry(in, "%s", err);
 	msg_id = outbound_msg_id(in, text, id_suffix);

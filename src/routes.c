@@ -150,6 +150,141 @@ delete_other_routes(List *specs)
 		elog(ERROR, "ism_state: route delete failed: %s", SPI_result_code_string(rc));
 }
 
+/* --- what loads but will fail at use ----------------------------------- */
+
+/* At most this many routes or pairs named in one warning. */
+#define WARN_MAX_NAMED	10
+
+static void
+append_named(StringInfo list, int *n, const char *fmt, const char *a, const char *b)
+{
+	if ((*n)++ < WARN_MAX_NAMED)
+	{
+		if (list->len)
+			appendStringInfoString(list, "; ");
+		appendStringInfo(list, fmt, a, b);
+	}
+}
+
+static void
+append_more(StringInfo list, int n, const char *what)
+{
+	if (n > WARN_MAX_NAMED)
+		appendStringInfo(list, "; and %d more %s", n - WARN_MAX_NAMED, what);
+}
+
+/*
+ * Routes that load as upstream loads them, but that NATS or the lookup will
+ * refuse: a warning names them now, and the failure shows where they are
+ * used (pg_stat_ism_routes, the worker's last_error, a FAILED status).
+ */
+static void
+warn_about_specs(List *specs)
+{
+	StringInfoData names;
+	StringInfoData modes;
+	int			nnames = 0;
+	int			nmodes = 0;
+	ListCell   *lc;
+
+	initStringInfo(&names);
+	initStringInfo(&modes);
+	foreach(lc, specs)
+	{
+		RouteSpec  *spec = lfirst(lc);
+
+		/* JetStream by either platform's rule (ismcore or core-go) */
+		if ((spec->jetstream_enabled || spec->queue) && !ism_valid_stream_name(spec->name))
+			append_named(&names, &nnames, "\"%s\" (stream \"%s\")", spec->selector, spec->name);
+		if (!ism_route_mode_is_known(spec->mode))
+			append_named(&modes, &nmodes, "\"%s\" (mode \"%s\")", spec->selector, spec->mode);
+	}
+	append_more(&names, nnames, "routes");
+	append_more(&modes, nmodes, "routes");
+	if (nnames > 0)
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("NATS refuses the stream name of %d route%s: %s",
+						nnames, nnames > 1 ? "s" : "", names.data),
+				 errdetail("A stream name has no '.', '*', '>' or white space. The route is kept, as upstream keeps it; it fails where it is used through JetStream.")));
+	if (nmodes > 0)
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown mode on %d route%s: %s", nmodes, nmodes > 1 ? "s" : "",
+						modes.data),
+				 errdetail("The modes are push, pull and request-reply; as in core-go, any mode but pull is consumed as push.")));
+	pfree(names.data);
+	pfree(modes.data);
+}
+
+/*
+ * Wildcard routes whose prefixes nest ("a/" and "a/b/", each with a star)
+ * both match a key under the longer prefix, whose lookup then fails: there
+ * is no longest-prefix rule (route_index.h).  Upstream loads such files and
+ * fails the lookup; so does ism_state, and says so here, for the pairs one
+ * of the routes just written (specs) is in.  Sorted bytewise, a prefix
+ * comes right before the prefixes it is a prefix of, so one pass with a
+ * stack of nested prefixes finds every pair.
+ */
+static void
+warn_overlapping_wildcards(List *specs)
+{
+	StringInfoData pairs;
+	Datum	   *written = palloc(sizeof(Datum) * Max(list_length(specs), 1));
+	Oid			argtypes[1] = {TEXTARRAYOID};
+	Datum		args[1];
+	int			nwritten = 0;
+	char	  **stack;
+	bool	   *stack_written;
+	int			depth = 0;
+	int			npairs = 0;
+	uint64		n;
+	ListCell   *lc;
+
+	foreach(lc, specs)
+		written[nwritten++] = CStringGetTextDatum(((RouteSpec *) lfirst(lc))->selector);
+	args[0] = PointerGetDatum(construct_array(written, nwritten, TEXTOID, -1, false,
+											  TYPALIGN_INT));
+	if (SPI_execute_with_args("SELECT selector, selector = ANY ($1) FROM ism_state.route"
+							  " WHERE right(selector, 2) = '/*'"
+							  " ORDER BY left(selector, -2) COLLATE \"C\"",
+							  1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ism_state: could not read ism_state.route");
+	n = SPI_processed;
+	stack = palloc(sizeof(char *) * Max(n, 1));
+	stack_written = palloc(sizeof(bool) * Max(n, 1));
+
+	initStringInfo(&pairs);
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		char	   *q = SPI_getvalue(t, SPI_tuptable->tupdesc, 1);
+		bool		isnull;
+		bool		q_written = DatumGetBool(SPI_getbinval(t, SPI_tuptable->tupdesc, 2, &isnull));
+		size_t		qlen = strlen(q) - 2;
+
+		/* keep the prefixes of q's prefix */
+		while (depth > 0 &&
+			   !(strlen(stack[depth - 1]) - 2 <= qlen &&
+				 strncmp(stack[depth - 1], q, strlen(stack[depth - 1]) - 2) == 0))
+			depth--;
+		for (int d = 0; d < depth; d++)
+			if (q_written || stack_written[d])
+				append_named(&pairs, &npairs, "\"%s\" and \"%s\"", stack[d], q);
+		stack_written[depth] = q_written;
+		stack[depth++] = q;
+	}
+	append_more(&pairs, npairs, "pairs");
+	if (npairs > 0)
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("wildcard routes overlap: %s", pairs.data),
+				 errdetail("A selector both of a pair match has no route: its lookup fails, naming them (there is no longest-prefix rule, as upstream).")));
+	pfree(pairs.data);
+	pfree(stack);
+	pfree(stack_written);
+}
+
 typedef struct LoadContext
 {
 	RouteSpec  *spec;
@@ -192,6 +327,8 @@ ism_routes_load_yaml(const char *yaml, size_t len, bool replace)
 	lctx.spec = NULL;
 	if (replace)
 		delete_other_routes(specs);
+	warn_about_specs(specs);
+	warn_overlapping_wildcards(specs);
 
 	error_context_stack = errcallback.previous;
 	SPI_finish();
@@ -410,6 +547,8 @@ ism_add_route(PG_FUNCTION_ARGS)
 				 errmsg("add_route() needs a %s", missing)));
 
 	upsert_route(&spec);
+	warn_about_specs(list_make1(&spec));
+	warn_overlapping_wildcards(list_make1(&spec));
 	row = route_row(spec.selector);
 	SPI_finish();
 	PG_RETURN_DATUM(row);

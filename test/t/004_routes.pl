@@ -128,7 +128,7 @@ my $digest_sql = "SELECT md5(string_agg(selector || ack_wait, ',' ORDER BY selec
   . "FROM ism_state.route";
 my $digest = $node->safe_psql('postgres', $digest_sql);
 open $fh, '>', $routing_file or die $!;
-print $fh "messageConfig:\n  routes:\n    - {selector: x, name: x.y, subject: x, url: u}\n";
+print $fh "messageConfig:\n  routes:\n    - {selector: x, name: \"\", subject: x, url: u}\n";
 close $fh;
 my $offset = -s $node->logfile;
 $node->reload;
