@@ -100,6 +100,12 @@ BEGIN
   RETURN total;
 END $$;
 SQL
+# The writer's consumer: pull, as the figures in bench/README.md were
+# measured; BENCH_WRITER_MODE=push consumes as the example routing file does
+# (the platform's default).
+case "${BENCH_WRITER_MODE:=pull}" in push|pull) ;; *) echo "BENCH_WRITER_MODE: push or pull" >&2; exit 2 ;; esac
+psql_b -c "UPDATE ism_state.route SET mode = '$BENCH_WRITER_MODE'
+           WHERE selector = 'data/transformers/mixer/state-tables-1.0'" >/dev/null
 nats_b stream-add BENCH_UP bench.up >/dev/null
 nats_b stream-add BENCH_TUNED bench.tuned >/dev/null
 

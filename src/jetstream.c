@@ -2,8 +2,8 @@
  *
  * jetstream.c
  *	  JetStream on the worker's connection: streams and consumers, the
- *	  pull subscription, fetch and acknowledgements, and pipelined
- *	  publishing.
+ *	  subscription (pull, push or core NATS), fetch and acknowledgements,
+ *	  and pipelined publishing.
  *
  * The thread rules of nats_conn.c hold here too.  nats.c creates threads
  * lazily (the dispatcher of the reply subscription that API requests and
@@ -12,6 +12,12 @@
  * blocked.  Nothing in those regions can raise a PostgreSQL error: no
  * palloc, no elog; messages go to fixed buffers.  The one callback, which
  * counts failed asynchronous publishes, touches only C11 atomics.
+ *
+ * Every kind of subscription is synchronous and polled from the main
+ * thread: a pull subscription is fetched from; a push one (the platform's
+ * Go services consume so) and a core NATS one queue what the server sends
+ * in the library, and a fetch takes it from there with
+ * natsSubscription_NextMsg.  No message callback is ever registered.
  *
  *-------------------------------------------------------------------------
  */
@@ -38,6 +44,9 @@
 
 static jsCtx *js = NULL;
 static natsSubscription *subscription = NULL;
+static IsmConsumeMode subscription_mode;	/* how it is bound */
+static char bound_stream[256];	/* JetStream: the consumer it is bound to */
+static char bound_durable[256];
 static char inbound_selector[256];	/* the route being consumed, for the counters */
 static int64 inbound_duplicate_window_ns;	/* of the stream being consumed */
 static int	in_flight = 0;		/* fetched and not yet released */
@@ -232,14 +241,50 @@ duplicate_window_locked(const char *stream)
 	return window;
 }
 
+/* A durable consumer as it is on the server. */
+typedef struct BoundConsumer
+{
+	bool		push;			/* has a deliver subject */
+	char		deliver_group[256]; /* push: its deliver group, "" for none */
+} BoundConsumer;
+
+static void
+describe_consumer(const jsConsumerConfig *cfg, BoundConsumer *bc)
+{
+	bc->push = cfg->DeliverSubject != NULL && cfg->DeliverSubject[0] != '\0';
+	strlcpy(bc->deliver_group, bc->push && cfg->DeliverGroup ? cfg->DeliverGroup : "",
+			sizeof(bc->deliver_group));
+}
+
 /*
- * The durable pull consumer: created when missing, its ack wait and
- * in-flight limit brought in line with the route when they differ.  Made
- * here rather than by js_PullSubscribe, so that unsubscribing never
- * deletes it (nats.c deletes consumers it created itself).
+ * A push consumer made as core-go makes one: its js.QueueSubscribe (nats.go
+ * js.go subscribe(), v1.42.0) names the durable after the queue, and
+ * creates it with a new inbox as deliver subject, the queue as deliver
+ * group, the subject as filter, deliver all, explicit ack and instant
+ * replay (and ack_wait and max_ack_pending when the route gives them,
+ * which ism_state always does: its table has defaults for both).
+ */
+static void
+init_push_config(jsConsumerConfig *cfg, const IsmConsumerSpec *spec, const char *inbox)
+{
+	cfg->DeliverSubject = inbox;
+	cfg->DeliverGroup = spec->queue;
+	cfg->ReplayPolicy = js_ReplayInstant;
+}
+
+/*
+ * The durable consumer: created when missing, as spec->mode says; its ack
+ * wait and in-flight limit brought in line with the route when they differ.
+ * An existing one keeps its kind (pull or push) and deliver group: it is
+ * what the platform's service left, and bc says what it is.  Made here
+ * rather than by js_PullSubscribe or js_SubscribeSync, so that
+ * unsubscribing never deletes it (nats.c deletes consumers it created
+ * itself; nats.go too, which is why the Go services' consumers can vanish
+ * when they stop: see ism_nats_consumer_exists).
  */
 static bool
-ensure_consumer_locked(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
+ensure_consumer_locked(const IsmConsumerSpec *spec, BoundConsumer *bc,
+					   char *errbuf, size_t errlen)
 {
 	jsConsumerInfo *ci = NULL;
 	jsConsumerConfig cfg;
@@ -251,6 +296,7 @@ ensure_consumer_locked(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
 	s = js_GetConsumerInfo(&ci, js, spec->stream, spec->durable, NULL, &jerr);
 	if (s == NATS_OK)
 	{
+		describe_consumer(ci->Config, bc);
 		if (ci->Config->AckWait != ack_wait_ns ||
 			ci->Config->MaxAckPending != spec->max_ack_pending)
 		{
@@ -265,6 +311,8 @@ ensure_consumer_locked(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
 	}
 	else if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr)
 	{
+		natsInbox  *inbox = NULL;
+
 		jsConsumerConfig_Init(&cfg);
 		cfg.Durable = spec->durable;
 		cfg.DeliverPolicy = js_DeliverAll;
@@ -272,8 +320,15 @@ ensure_consumer_locked(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
 		cfg.AckWait = ack_wait_ns;
 		cfg.MaxAckPending = spec->max_ack_pending;
 		cfg.FilterSubject = spec->filter_subject;
+		s = NATS_OK;
+		if (spec->mode == ISM_CONSUME_PUSH && (s = natsInbox_Create(&inbox)) == NATS_OK)
+			init_push_config(&cfg, spec, inbox);
 		jerr = 0;
-		s = js_AddConsumer(NULL, js, spec->stream, &cfg, NULL, &jerr);
+		if (s == NATS_OK)
+			s = js_AddConsumer(NULL, js, spec->stream, &cfg, NULL, &jerr);
+		if (s == NATS_OK)
+			describe_consumer(&cfg, bc);
+		natsInbox_Destroy(inbox);
 		snprintf(what, sizeof(what), "could not create consumer \"%s\"", spec->durable);
 	}
 	else
@@ -283,16 +338,96 @@ ensure_consumer_locked(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
 }
 
 /*
- * Consume spec's stream through its durable pull consumer: make sure both
- * exist, then bind a pull subscription to them.  Replaces any current
- * subscription.
+ * Bind a synchronous subscription to the consumer as it is (bc): pull, or
+ * push in its deliver group.  Signals blocked by the caller.
  */
-bool
-ism_nats_subscribe(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
+static bool
+bind_consumer_locked(const IsmConsumerSpec *spec, const BoundConsumer *bc,
+					 char *errbuf, size_t errlen)
 {
 	jsSubOptions so;
 	jsErrCode	jerr = 0;
 	natsStatus	s;
+	char		what[512];
+
+	jsSubOptions_Init(&so);
+	so.Stream = spec->stream;
+	so.Consumer = spec->durable;
+	if (bc->push)
+	{
+		so.Queue = bc->deliver_group[0] ? bc->deliver_group : NULL;
+		so.ManualAck = true;
+		s = js_SubscribeSync(&subscription, js, spec->subject, NULL, &so, &jerr);
+	}
+	else
+		s = js_PullSubscribe(&subscription, js, spec->subject, spec->durable,
+							 NULL, &so, &jerr);
+	if (s == NATS_OK)
+		return true;
+	subscription = NULL;
+	snprintf(what, sizeof(what), "could not subscribe to consumer \"%s\"", spec->durable);
+	return js_failure(what, s, jerr, errbuf, errlen);
+}
+
+/* Subscribe to a core NATS subject.  Signals blocked by the caller. */
+static bool
+subscribe_core_locked(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
+{
+	natsConnection *nc = ism_nats_connection();
+	natsStatus	s;
+	char		what[512];
+
+	if (nc == NULL)
+	{
+		snprintf(errbuf, errlen, "not connected to NATS");
+		return false;
+	}
+	s = spec->queue ?
+		natsConnection_QueueSubscribeSync(&subscription, nc, spec->subject, spec->queue) :
+		natsConnection_SubscribeSync(&subscription, nc, spec->subject);
+	/* the server has the interest once this returns */
+	if (s == NATS_OK)
+		s = natsConnection_FlushTimeout(nc, ism_nats_connect_timeout_ms);
+	if (s == NATS_OK)
+		return true;
+	if (subscription)
+		natsSubscription_Destroy(subscription);
+	subscription = NULL;
+	snprintf(what, sizeof(what), "could not subscribe to subject \"%s\"", spec->subject);
+	return js_failure(what, s, 0, errbuf, errlen);
+}
+
+/* What the subscription is, for the worker's log line. */
+static void
+describe_subscription(const IsmConsumerSpec *spec, const BoundConsumer *bc,
+					  char *bound, size_t boundlen)
+{
+	if (spec->mode == ISM_CONSUME_CORE)
+		snprintf(bound, boundlen, "core NATS subject \"%s\"%s%s%s", spec->subject,
+				 spec->queue ? ", queue group \"" : "", spec->queue ? spec->queue : "",
+				 spec->queue ? "\"" : "");
+	else if (bc->push)
+		snprintf(bound, boundlen, "stream \"%s\", push consumer \"%s\"%s%s%s%s",
+				 spec->stream, spec->durable,
+				 bc->deliver_group[0] ? ", deliver group \"" : "",
+				 bc->deliver_group, bc->deliver_group[0] ? "\"" : "",
+				 spec->mode == ISM_CONSUME_PULL ? " (as it is; the route says pull)" : "");
+	else
+		snprintf(bound, boundlen, "stream \"%s\", pull consumer \"%s\"%s",
+				 spec->stream, spec->durable,
+				 spec->mode == ISM_CONSUME_PUSH ? " (as it is; the route says push)" : "");
+}
+
+/*
+ * Consume what spec says: make sure the stream and the durable consumer
+ * exist and bind to the consumer, or subscribe to a core NATS subject.
+ * Replaces any current subscription.  bound says what it is bound to.
+ */
+bool
+ism_nats_subscribe(const IsmConsumerSpec *spec, char *bound, size_t boundlen,
+				   char *errbuf, size_t errlen)
+{
+	BoundConsumer bc = {0};
 	sigset_t	saved;
 	bool		ok;
 
@@ -301,29 +436,64 @@ ism_nats_subscribe(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
 	strlcpy(inbound_selector, spec->selector, sizeof(inbound_selector));
 	ism_block_signals(&saved);
 	ok = open_js(errbuf, errlen) &&
-		ensure_stream_locked(spec->stream, spec->subject, errbuf, errlen) &&
-		ensure_consumer_locked(spec, errbuf, errlen) &&
 		(spec->open_locked == NULL || spec->open_locked(errbuf, errlen));
-	if (ok)
+	if (ok && spec->mode == ISM_CONSUME_CORE)
+		ok = subscribe_core_locked(spec, errbuf, errlen);
+	else if (ok)
 	{
-		inbound_duplicate_window_ns = duplicate_window_locked(spec->stream);
-		jsSubOptions_Init(&so);
-		so.Stream = spec->stream;
-		so.Consumer = spec->durable;
-		s = js_PullSubscribe(&subscription, js, spec->subject, spec->durable,
-							 NULL, &so, &jerr);
-		if (s != NATS_OK)
+		ok = ensure_stream_locked(spec->stream, spec->subject, errbuf, errlen) &&
+			ensure_consumer_locked(spec, &bc, errbuf, errlen);
+		if (ok)
 		{
-			char		what[512];
-
-			subscription = NULL;
-			snprintf(what, sizeof(what), "could not subscribe to consumer \"%s\"",
-					 spec->durable);
-			ok = js_failure(what, s, jerr, errbuf, errlen);
+			inbound_duplicate_window_ns = duplicate_window_locked(spec->stream);
+			ok = bind_consumer_locked(spec, &bc, errbuf, errlen);
 		}
 	}
 	ism_restore_signals(&saved);
-	return ok;
+	if (!ok)
+		return false;
+
+	subscription_mode = spec->mode == ISM_CONSUME_CORE ? ISM_CONSUME_CORE :
+		bc.push ? ISM_CONSUME_PUSH : ISM_CONSUME_PULL;
+	strlcpy(bound_stream, spec->mode == ISM_CONSUME_CORE ? "" : spec->stream,
+			sizeof(bound_stream));
+	strlcpy(bound_durable, spec->mode == ISM_CONSUME_CORE ? "" : spec->durable,
+			sizeof(bound_durable));
+	describe_subscription(spec, &bc, bound, boundlen);
+	return true;
+}
+
+/*
+ * Is the consumer still there?  A push subscription whose consumer was
+ * deleted just receives nothing: nats.go deletes a consumer its subscribe
+ * created when that subscription ends, so a Go service stopping after
+ * ism_state bound to the consumer it made takes it away.  The worker asks
+ * now and then, and subscribes again (making it anew) when it is gone.
+ * true when it is, or cannot be told (a timeout, say), or for core NATS.
+ */
+bool
+ism_nats_consumer_exists(char *errbuf, size_t errlen)
+{
+	jsConsumerInfo *ci = NULL;
+	jsErrCode	jerr = 0;
+	natsStatus	s;
+	sigset_t	saved;
+
+	if (subscription == NULL || subscription_mode == ISM_CONSUME_CORE || js == NULL)
+		return true;
+	ism_block_signals(&saved);
+	pgstat_report_wait_start(nats_wait_event());
+	s = js_GetConsumerInfo(&ci, js, bound_stream, bound_durable, NULL, &jerr);
+	pgstat_report_wait_end();
+	ism_restore_signals(&saved);
+	jsConsumerInfo_Destroy(ci);
+	if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr)
+	{
+		snprintf(errbuf, errlen, "consumer \"%s\" of stream \"%s\" is gone",
+				 bound_durable, bound_stream);
+		return false;
+	}
+	return true;
 }
 
 bool
@@ -374,71 +544,134 @@ ism_js_close(void)
 }
 
 /*
- * Up to max messages from the subscription, waiting at most timeout_ms.
- * Returns how many (0 when none came), or -1 with errbuf filled.  The
- * caller settles each (ack, nak or term) and then releases them.
+ * The messages a push or core NATS subscription has queued, up to max,
+ * waiting at most timeout_ms for the first.  Signals blocked by the caller.
+ */
+static natsStatus
+take_queued_locked(natsMsg **got, int max, int timeout_ms, int *n)
+{
+	natsStatus	s = NATS_OK;
+
+	*n = 0;
+	while (*n < max)
+	{
+		natsMsg    *m = NULL;
+
+		/* no wait once one came: a batch is what is there */
+		s = natsSubscription_NextMsg(&m, subscription, *n == 0 ? timeout_ms : 0);
+		if (s != NATS_OK)
+			break;
+		got[(*n)++] = m;
+	}
+	if (s == NATS_TIMEOUT || (*n > 0 && s != NATS_SLOW_CONSUMER))
+		s = NATS_OK;			/* an error shows at the next fetch */
+	return s;
+}
+
+/*
+ * Fill out from m, which it now owns.  Only a JetStream subscription's
+ * messages are read for JetStream metadata, and only metadata naming the
+ * consumer bound to counts: a core NATS message whose reply subject merely
+ * looks like an ack subject (anyone may publish one) must not be taken for
+ * a stream's message, to be acked through a JetStream context it has not,
+ * nor a message published straight to a push consumer's deliver subject be
+ * recorded as another stream's sequence.
+ */
+static void
+take_message(IsmMessage *out, natsMsg *m)
+{
+	jsMsgMetaData *meta = NULL;
+
+	memset(out, 0, sizeof(*out));
+	out->handle = m;
+	out->subject = natsMsg_GetSubject(m);
+	out->data = natsMsg_GetData(m);
+	out->len = natsMsg_GetDataLength(m);
+	if (subscription_mode == ISM_CONSUME_CORE)
+		return;
+	if (natsMsg_GetMetaData(&meta, m) == NATS_OK &&
+		strcmp(meta->Stream, bound_stream) == 0 &&
+		strcmp(meta->Consumer, bound_durable) == 0)
+	{
+		out->stream_seq = meta->Sequence.Stream;
+		out->deliveries = meta->NumDelivered;
+		out->timestamp_ns = meta->Timestamp;
+		strlcpy(out->stream, meta->Stream, sizeof(out->stream));
+		out->from_stream = true;
+		if (natsMsgHeader_Get(m, "Nats-Msg-Id", &out->msg_id) != NATS_OK ||
+			out->msg_id[0] == '\0')
+			out->msg_id = NULL;
+		out->duplicate_window_ns = inbound_duplicate_window_ns;
+	}
+	else
+		ism_log_limited(WARNING, "no JetStream metadata",
+						"ism_state: a message on \"%s\" came with no JetStream metadata of consumer \"%s\" (not from the stream);"
+						" it is handled as it comes, without exactly-once bookkeeping",
+						out->subject ? out->subject : "", bound_durable);
+	jsMsgMetaData_Destroy(meta);
+}
+
+/*
+ * Up to max messages from the subscription, waiting at most timeout_ms:
+ * fetched from a pull consumer, or taken from what a push consumer or a
+ * core NATS subject has sent.  Returns how many (0 when none came), or -1
+ * with errbuf filled.  The caller settles each (ack, nak or term) and then
+ * releases them.
  */
 int
 ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms, char *errbuf, size_t errlen)
 {
 	natsMsgList list = {0};
+	natsMsg   **got;
 	jsErrCode	jerr = 0;
 	natsStatus	s;
 	sigset_t	saved;
-	int			n;
+	int			n = 0;
 	int64		bytes = 0;
 	int64		redeliveries = 0;
 
 	if (subscription == NULL)
 		return 0;
+	got = palloc(sizeof(natsMsg *) * Max(max, 1));
 	ism_block_signals(&saved);
 	pgstat_report_wait_start(nats_wait_event());
-	s = natsSubscription_Fetch(&list, subscription, max, timeout_ms, &jerr);
+	if (subscription_mode == ISM_CONSUME_PULL)
+	{
+		s = natsSubscription_Fetch(&list, subscription, max, timeout_ms, &jerr);
+		for (int i = 0; s == NATS_OK && i < list.Count; i++)
+		{
+			got[n++] = list.Msgs[i];
+			list.Msgs[i] = NULL;	/* ours now */
+		}
+		natsMsgList_Destroy(&list);
+	}
+	else
+		s = take_queued_locked(got, max, timeout_ms, &n);
 	pgstat_report_wait_end();
 	ism_restore_signals(&saved);
-	if (s == NATS_TIMEOUT)
-		return 0;
-	if (s != NATS_OK)
+
+	if (s == NATS_SLOW_CONSUMER)
+		/* the library's queue was full: JetStream delivers those again, core NATS not */
+		ism_log_limited(WARNING, "slow consumer",
+						"ism_state: the NATS client dropped messages on \"%s\": more came than its queue holds%s",
+						inbound_selector, subscription_mode == ISM_CONSUME_CORE ?
+						" (core NATS: they are lost)" : " (they come again after the ack wait)");
+	else if (s == NATS_TIMEOUT)
+		n = 0;
+	else if (s != NATS_OK)
 	{
+		pfree(got);
 		js_failure("could not fetch messages", s, jerr, errbuf, errlen);
 		return -1;
 	}
 
-	n = 0;
-	for (int i = 0; i < list.Count; i++)
+	for (int i = 0; i < n; i++)
 	{
-		natsMsg    *m = list.Msgs[i];
-		jsMsgMetaData *meta = NULL;
-		IsmMessage *out = &msgs[n++];
-
-		list.Msgs[i] = NULL;	/* ours now */
-		memset(out, 0, sizeof(*out));
-		out->handle = m;
-		out->subject = natsMsg_GetSubject(m);
-		out->data = natsMsg_GetData(m);
-		out->len = natsMsg_GetDataLength(m);
-		if (natsMsg_GetMetaData(&meta, m) == NATS_OK)
-		{
-			out->stream_seq = meta->Sequence.Stream;
-			out->deliveries = meta->NumDelivered;
-			out->timestamp_ns = meta->Timestamp;
-			strlcpy(out->stream, meta->Stream, sizeof(out->stream));
-			out->from_stream = true;
-			jsMsgMetaData_Destroy(meta);
-			if (natsMsgHeader_Get(m, "Nats-Msg-Id", &out->msg_id) != NATS_OK ||
-				out->msg_id[0] == '\0')
-				out->msg_id = NULL;
-			out->duplicate_window_ns = inbound_duplicate_window_ns;
-		}
-		else
-			ism_log_limited(WARNING, "no JetStream metadata",
-							"ism_state: a message on \"%s\" came with no JetStream metadata (not from the stream);"
-							" it is handled as it comes, without exactly-once bookkeeping",
-							out->subject ? out->subject : "");
-		bytes += out->len;
-		redeliveries += out->deliveries > 1;
+		take_message(&msgs[i], got[i]);
+		bytes += msgs[i].len;
+		redeliveries += msgs[i].deliveries > 1;
 	}
-	natsMsgList_Destroy(&list);
+	pfree(got);
 	ism_count_inbound(ISM_RC_RECEIVED, n);
 	ism_count_inbound(ISM_RC_BYTES_IN, bytes);
 	ism_count_inbound(ISM_RC_REDELIVERIES, redeliveries);

@@ -2,8 +2,8 @@
  *
  * jetstream.h
  *	  JetStream on the worker's connection: streams and consumers, the
- *	  pull subscription, fetch and acknowledgements, and pipelined
- *	  publishing (jetstream.c); main thread only.
+ *	  subscription (pull, push or core NATS), fetch and acknowledgements,
+ *	  and pipelined publishing (jetstream.c); main thread only.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,13 +14,28 @@
 
 #include "counters.h"
 
-/* What to consume: a stream through a durable pull consumer. */
+/* How a route is consumed (worker.c decides, by the platform's rules). */
+typedef enum IsmConsumeMode
+{
+	ISM_CONSUME_PULL,			/* a durable pull consumer, fetched from */
+	ISM_CONSUME_PUSH,			/* a durable push consumer's deliver subject,
+								 * in its deliver group */
+	ISM_CONSUME_CORE			/* core NATS: the subject itself, no stream */
+} IsmConsumeMode;
+
+/* What to consume. */
 typedef struct IsmConsumerSpec
 {
+	IsmConsumeMode mode;
 	const char *selector;		/* the route, for the counters */
-	const char *stream;
+	const char *stream;			/* JetStream only, as durable */
 	const char *subject;
 	const char *durable;
+	/*
+	 * push: the deliver group of a consumer made here (an existing one keeps
+	 * its own); core: the queue group, NULL for none
+	 */
+	const char *queue;
 	const char *filter_subject; /* NULL: the whole stream */
 	int			ack_wait_s;
 	int			max_ack_pending;
@@ -58,9 +73,10 @@ typedef enum IsmSettle
 	ISM_IN_PROGRESS
 } IsmSettle;
 
-extern bool ism_nats_subscribe(const IsmConsumerSpec *spec, char *errbuf,
-							   size_t errlen);
+extern bool ism_nats_subscribe(const IsmConsumerSpec *spec, char *bound,
+							   size_t boundlen, char *errbuf, size_t errlen);
 extern bool ism_nats_is_subscribed(void);
+extern bool ism_nats_consumer_exists(char *errbuf, size_t errlen);
 extern void ism_nats_unsubscribe(void);
 
 extern int	ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms,

@@ -1030,6 +1030,27 @@ ism_router_replay_dead_letters(char *errbuf, size_t errlen)
 }
 
 /*
+ * A message whose publishes were not all acknowledged, and that nothing
+ * will deliver again (past ism_state.max_deliveries, or from core NATS):
+ * a dead letter, not a silent loss.
+ */
+static void
+give_up_unpublished(IsmMessage *m, const char *error)
+{
+	MemoryContext old = MemoryContextSwitchTo(message_context);
+	char	   *why = ism_nats_why_no_retry(m, error);
+
+	ism_count_inbound(ISM_RC_FAILED, 1);
+	ism_inbound_error(why);
+	if (ism_dead_letter(m, "router", NULL, why))
+		settle_or_warn(m, ISM_TERM, 0);
+	else
+		settle_or_warn(m, ISM_NAK, ism_nats_redelivery_delay_ms(m));
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(message_context);
+}
+
+/*
  * Fetch and handle up to max_messages, waiting at most timeout_ms for the
  * first.  Returns the number handled, -1 when fetching failed.
  */
@@ -1071,8 +1092,10 @@ ism_router_consume(int max_messages, int timeout_ms)
 		ereport(WARNING,
 				(errmsg("ism_state router: %d messages will be retried: %s", n, err)));
 		for (int i = 0; i < n; i++)
-			if (done[i])
+			if (done[i] && ism_nats_can_retry(&msgs[i]))
 				settle_or_warn(&msgs[i], ISM_NAK, ism_nats_redelivery_delay_ms(&msgs[i]));
+			else if (done[i])
+				give_up_unpublished(&msgs[i], err);
 	}
 	else
 	{

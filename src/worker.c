@@ -32,6 +32,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/backend_status.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
@@ -58,6 +59,9 @@
 
 /* How long a worker with unusable settings sleeps (SIGHUP wakes it). */
 #define ISM_CONFIG_ERROR_SLEEP_MS	60000
+
+/* How often a worker asks whether the consumer it is bound to still exists. */
+#define ISM_CONSUMER_CHECK_MS	5000
 
 /* Longest a fetch waits for messages: the loop's wait while consuming. */
 #define ISM_FETCH_WAIT_MS		500
@@ -97,6 +101,7 @@ typedef struct IsmWorker
 	bool		seed_pending;	/* router: load ism_state.routing_file */
 	char		consuming[ISM_MSG_LEN]; /* what the subscription is for */
 	TimestampTz next_subscribe_at;
+	TimestampTz next_consumer_check;	/* see consumer_still_there */
 	LogOnce		subscribe_log;
 	LogOnce		cache_log;
 	uint64		replays_seen;	/* router: replay generation handled */
@@ -514,50 +519,158 @@ watch_connection(IsmWorker *w)
 					state == ISM_NATS_CONNECTED ? "idle" : "waiting for NATS");
 }
 
-/* The consumer this worker's route asks for, as spec and as a fingerprint. */
+/*
+ * Is the JetStream consumer being consumed still there?  Asked every
+ * ISM_CONSUMER_CHECK_MS (see ism_nats_consumer_exists); false makes the
+ * worker subscribe again, which makes it anew.
+ */
 static bool
-wanted_consumer(IsmWorker *w, const char *selector, IsmConsumerSpec *spec,
-				char *durable, size_t durable_len, char *fingerprint, size_t len)
+consumer_still_there(IsmWorker *w, const char *selector)
 {
-	RouteLookupResult result;
-	const IsmRoute *r = ism_route_cache_resolve(selector, &result);
+	char		err[ISM_MSG_LEN];
+	char		msg[ISM_MSG_LEN * 2];
 
-	if (r == NULL || !r->jetstream_enabled)
-		return false;
+	if (GetCurrentTimestamp() < w->next_consumer_check)
+		return true;
+	w->next_consumer_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														 ISM_CONSUMER_CHECK_MS);
+	if (ism_nats_consumer_exists(err, sizeof(err)))
+		return true;
+	snprintf(msg, sizeof(msg), "route \"%s\": %s; making it again", selector, err);
+	ism_stats_set_error(msg);
+	ereport(WARNING, (errmsg("%s: %s", MyBgworkerEntry->bgw_name, msg)));
+	return false;
+}
 
-	/*
-	 * Durable names as upstream: ismcore's "<stream>_sub_1" for the router;
-	 * core-go's pull mode uses the queue for the state-tables writer.
-	 */
-	if (w->role == ISM_ROLE_WRITER && r->queue)
-		strlcpy(durable, r->queue, durable_len);
-	else
-		snprintf(durable, durable_len, "%s_sub_1", r->name);
+/*
+ * How the worker consumes its route: as the platform's service it stands in
+ * for does, so that it takes over the consumer that service left.
+ *
+ * The router follows ismcore, the Python state router's library
+ * (alethic-ism-core, ismcore/messaging/nats_message_route.py): JetStream
+ * unless jetstream_enabled is false (subscribe()), then the durable pull
+ * consumer "<name>_sub_1" (subscribe_pull_jetstream(), consumer_id "1");
+ * it reads neither mode nor queue for that.  Its filters, [subject,
+ * subject.>], cover what the stream holds, and nats-server 2.9 has no
+ * consumer with two: a consumer made here has none.
+ *
+ * The writer follows core-go, the Go state-tables service's library
+ * (alethic-ism-core-go, pkg/routing/nats): JetStream when the route has a
+ * queue (route.go JetStreamEnabled: name and queue, and a route here always
+ * has a name); mode "pull" is the pull consumer named after the queue and
+ * filtered on the subject (subscribePull), and any other mode, or none, is
+ * push (Subscribe: "push" is the default, and all but "pull" is push):
+ * js.QueueSubscribe's durable consumer, named after the queue, with the
+ * queue as deliver group (subscribePush; see init_push_config).
+ *
+ * A route without JetStream is a core NATS subscription to the subject,
+ * in a queue group (the route's queue, or its name): every worker of every
+ * instance gets a share, not a copy.  Upstream's core subscriptions have
+ * none without a queue, and so hand each message to every replica.
+ */
+static void
+platform_consumer(IsmWorker *w, const IsmRoute *r, IsmConsumerSpec *spec,
+				  char *durable, size_t durable_len)
+{
+	bool		jetstream = w->role == ISM_ROLE_ROUTER ? r->jetstream_enabled : r->queue != NULL;
 
+	memset(spec, 0, sizeof(*spec));
 	spec->selector = r->selector;
-	spec->stream = r->name;
 	spec->subject = r->subject;
+	if (!jetstream)
+	{
+		spec->mode = ISM_CONSUME_CORE;
+		spec->queue = r->queue ? r->queue : r->name;
+		durable[0] = '\0';
+		return;
+	}
+	spec->stream = r->name;
 	spec->durable = durable;
-	/* core-go filters on its subject; ismcore's filters cover the stream */
-	spec->filter_subject = w->role == ISM_ROLE_WRITER ? r->subject : NULL;
+	if (w->role == ISM_ROLE_ROUTER)
+	{
+		spec->mode = ISM_CONSUME_PULL;
+		snprintf(durable, durable_len, "%s_sub_1", r->name);
+	}
+	else
+	{
+		spec->mode = strcmp(r->mode, "pull") == 0 ? ISM_CONSUME_PULL : ISM_CONSUME_PUSH;
+		strlcpy(durable, r->queue, durable_len);
+		spec->queue = r->queue;
+		spec->filter_subject = r->subject;
+	}
 	spec->ack_wait_s = r->ack_wait;
 	/* ismcore fixes 1000; core-go leaves it to the server, whose default is 1000 */
 	spec->max_ack_pending = r->max_ack_pending ? r->max_ack_pending : 1000;
 	spec->open_locked = w->role == ISM_ROLE_WRITER && ism_claims_bucket[0] ?
 		ism_claims_open_locked : NULL;
-	snprintf(fingerprint, len, "%s|%s|%s|%s|%d|%d", spec->stream, spec->subject,
-			 durable, spec->filter_subject ? spec->filter_subject : "",
-			 spec->ack_wait_s, spec->max_ack_pending);
+}
+
+/*
+ * The consumer this worker's route asks for, as spec and as a fingerprint;
+ * false with *why when there is none (why: NULL when there is simply no
+ * route, else the lookup's error).
+ */
+static bool
+wanted_consumer(IsmWorker *w, const char *selector, IsmConsumerSpec *spec,
+				char *durable, size_t durable_len, char *fingerprint, size_t len,
+				char **why)
+{
+	RouteLookupResult result;
+	const IsmRoute *r = ism_route_cache_resolve(selector, &result);
+
+	*why = NULL;
+	if (result == ROUTE_AMBIGUOUS)
+		*why = psprintf("route \"%s\" matches several wildcard routes: %s",
+						selector, ism_route_cache_candidates(selector));
+	if (r == NULL)
+		return false;
+	platform_consumer(w, r, spec, durable, durable_len);
+	snprintf(fingerprint, len, "%d|%s|%s|%s|%s|%s|%s|%d|%d", (int) spec->mode,
+			 spec->stream ? spec->stream : "", spec->subject, durable,
+			 spec->queue ? spec->queue : "",
+			 spec->filter_subject ? spec->filter_subject : "",
+			 r->selector, spec->ack_wait_s, spec->max_ack_pending);
 	return true;
 }
 
 /*
+ * A subscription that failed, or a route that cannot be consumed: the
+ * worker's last_error and, with a route to count it on, its row in
+ * pg_stat_ism_routes; logged once.  The other routes are not held up.
+ */
+static void
+consumer_failed(IsmWorker *w, const char *selector, const char *msg)
+{
+	if (selector)
+		ism_route_error(selector, msg);
+	log_once(&w->subscribe_log, WARNING, msg);
+}
+
+static void sync_subscription_turn(IsmWorker *w);
+
+/*
  * Hold the subscription this worker's route asks for: subscribe when the
- * route appears or changes, unsubscribe when it goes.  Called when
- * connected and the route cache is fresh.
+ * route appears or changes, unsubscribe when it goes (and again when its
+ * consumer has gone).  Called when connected and the route cache is fresh.
  */
 static void
 sync_subscription(IsmWorker *w)
+{
+	static MemoryContext turn_context = NULL;
+	MemoryContext old;
+
+	/* what a turn allocates (an ambiguous route's message) goes with it */
+	if (turn_context == NULL)
+		turn_context = AllocSetContextCreate(TopMemoryContext, "ism_state subscription",
+											 ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(turn_context);
+	sync_subscription_turn(w);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(turn_context);
+}
+
+static void
+sync_subscription_turn(IsmWorker *w)
 {
 	const char *selector = w->role == ISM_ROLE_ROUTER ?
 		ISM_ROUTER_SELECTOR : ISM_WRITER_SELECTOR;
@@ -565,12 +678,18 @@ sync_subscription(IsmWorker *w)
 	char		durable[300];
 	char		want[ISM_MSG_LEN] = "";
 	char		err[ISM_MSG_LEN];
+	char		bound[ISM_MSG_LEN];
 	char		msg[ISM_MSG_LEN * 2];
+	char	   *why;
 	const char *have = ism_nats_is_subscribed() ? w->consuming : "";
 
-	(void) wanted_consumer(w, selector, &spec, durable, sizeof(durable),
-						   want, sizeof(want));
-	if (strcmp(want, have) == 0)
+	if (!wanted_consumer(w, selector, &spec, durable, sizeof(durable),
+						 want, sizeof(want), &why))
+		want[0] = '\0';
+	/* an ambiguous route: said once, until it changes */
+	if (why && strcmp(why, w->subscribe_log.last) != 0)
+		consumer_failed(w, NULL, why);
+	if (strcmp(want, have) == 0 && (!have[0] || consumer_still_there(w, selector)))
 		return;
 
 	if (have[0])
@@ -579,27 +698,29 @@ sync_subscription(IsmWorker *w)
 		ereport(LOG,
 				(errmsg("%s: stopped consuming route \"%s\" (%s)",
 						MyBgworkerEntry->bgw_name, selector,
-						want[0] ? "route changed" : "route removed")));
+						strcmp(want, have) != 0 ? (want[0] ? "route changed" : "route removed") :
+						"its consumer is gone")));
 	}
 	w->consuming[0] = '\0';
 	if (!want[0] || GetCurrentTimestamp() < w->next_subscribe_at)
 		return;
 
 	report_activity(w, STATE_RUNNING, "subscribing");
-	if (ism_nats_subscribe(&spec, err, sizeof(err)))
+	if (ism_nats_subscribe(&spec, bound, sizeof(bound), err, sizeof(err)))
 	{
 		strlcpy(w->consuming, want, sizeof(w->consuming));
 		w->subscribe_log.last[0] = '\0';
+		w->next_consumer_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															 ISM_CONSUMER_CHECK_MS);
 		ereport(LOG,
-				(errmsg("%s: consuming route \"%s\": stream \"%s\", consumer \"%s\"",
-						MyBgworkerEntry->bgw_name, selector, spec.stream,
-						spec.durable)));
+				(errmsg("%s: consuming route \"%s\": %s",
+						MyBgworkerEntry->bgw_name, selector, bound)));
 		return;
 	}
 	w->next_subscribe_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   ism_nats_reconnect_wait_ms);
-	snprintf(msg, sizeof(msg), "could not consume route \"%s\": %s", selector, err);
-	log_once(&w->subscribe_log, WARNING, msg);
+	snprintf(msg, sizeof(msg), "could not consume route \"%s\": %s", spec.selector, err);
+	consumer_failed(w, spec.selector, msg);
 }
 
 /* Router: republish the dead letters an operator asked to replay. */

@@ -63,6 +63,7 @@ publish_status(const char *route_id, const char *status, const char *exception,
 	cJSON	   *body;
 	char	   *text;
 	char		err[512];
+	bool		jetstream;
 
 	if (monitor == NULL)
 		return;
@@ -75,11 +76,13 @@ publish_status(const char *route_id, const char *status, const char *exception,
 		cJSON_AddStringToObject(body, "exception", exception);
 	cJSON_AddNullToObject(body, "data");
 	text = ism_json_print(body);
-	if (monitor->jetstream_enabled &&
+	/* JetStream by core-go's rule, as the Go service (route.go JetStreamEnabled) */
+	jetstream = monitor->queue != NULL;
+	if (jetstream &&
 		!ism_nats_ensure_stream(monitor->name, monitor->subject, err, sizeof(err)))
 		ereport(WARNING, (errmsg("ism_state writer: status not sent: %s", err)));
 	else if (!ism_nats_publish(monitor->selector, monitor->subject, text, strlen(text), msg_id,
-							   monitor->jetstream_enabled, err, sizeof(err)))
+							   jetstream, err, sizeof(err)))
 		ereport(WARNING, (errmsg("ism_state writer: status not sent: %s", err)));
 }
 

@@ -17,9 +17,17 @@
  *                                  [--duplicate-window MS] SUBJECT...
  *   ism-nats [options] stream-info NAME            print key=value lines
  *   ism-nats [options] consumer-info STREAM NAME   print key=value lines
+ *   ism-nats [options] take SUBJECT QUEUE ACK HOLD a service that consumed and stopped: a
+ *                                                  core queue subscription (to a push
+ *                                                  consumer's deliver subject); acks the
+ *                                                  first ACK messages, takes HOLD more
+ *                                                  without acking them, prints each
+ *                                                  ("acked DATA", "held DATA") and exits
+ *   ism-nats [options] take-pull STREAM CONSUMER ACK HOLD  the same from a pull consumer
  *
  * Options: -s URL (default nats://127.0.0.1:4222), -t TIMEOUT_MS (default
- * 5000), --mod M (for js-pub-n), --msg-id ID (for js-pub), --user U --password P, --token T, --creds FILE, --ca FILE,
+ * 5000), --mod M (for js-pub-n), --msg-id ID (for js-pub), --reply SUBJECT (for pub),
+ * --user U --password P, --token T, --creds FILE, --ca FILE,
  * --cert FILE --key FILE.  DATA "-" reads standard input.
  * Exit status: 0 on success, 1 on a NATS error or timeout, 2 on bad usage.
  */
@@ -34,6 +42,7 @@
 static int64_t timeout_ms = 5000;
 static long mod = 1;				/* for "%r" in js-pub-n */
 static const char *msg_id = NULL;	/* Nats-Msg-Id for js-pub */
+static const char *reply_to = NULL;	/* reply subject for pub */
 
 static int
 fail(const char *what, natsStatus s, jsErrCode jerr)
@@ -50,7 +59,7 @@ usage(void)
 {
 	fprintf(stderr, "usage: ism-nats [-s URL] [-t MS] [--user U --password P] "
 			"[--token T] [--creds F] [--ca F] [--cert F --key F] COMMAND ARGS\n"
-			"commands: pub, sub, req, js-pub, stream-add, stream-info, consumer-info\n");
+			"commands: pub, sub, req, js-pub, stream-add, stream-info, consumer-info, take, take-pull\n");
 	return 2;
 }
 
@@ -190,6 +199,9 @@ cmd_consumer_info(jsCtx *js, const char *stream, const char *name)
 		return fail("consumer-info", s, jerr);
 	printf("name=%s\n", ci->Name);
 	printf("filter=%s\n", ci->Config->FilterSubject ? ci->Config->FilterSubject : "");
+	printf("deliver_subject=%s\n", ci->Config->DeliverSubject ? ci->Config->DeliverSubject : "");
+	printf("deliver_group=%s\n", ci->Config->DeliverGroup ? ci->Config->DeliverGroup : "");
+	printf("push_bound=%s\n", ci->PushBound ? "true" : "false");
 	printf("ack_wait_ms=%lld\n", (long long) (ci->Config->AckWait / 1000000));
 	printf("max_ack_pending=%lld\n", (long long) ci->Config->MaxAckPending);
 	printf("delivered=%llu\n", (unsigned long long) ci->Delivered.Stream);
@@ -199,6 +211,82 @@ cmd_consumer_info(jsCtx *js, const char *stream, const char *name)
 	printf("num_redelivered=%lld\n", (long long) ci->NumRedelivered);
 	jsConsumerInfo_Destroy(ci);
 	return 0;
+}
+
+/*
+ * Take ACK + HOLD messages from sub, waiting at most the timeout for each;
+ * ack the first ACK of them.  A core subscription's message is acked as
+ * nats.go's Msg.Ack does, with "+ACK" published to its reply subject.
+ * What is held is never acked: the process exits as a killed service would.
+ */
+static int
+take(natsConnection *nc, natsSubscription *sub, bool pull, int ack, int hold)
+{
+	natsStatus	s = NATS_OK;
+
+	for (int i = 0; s == NATS_OK && i < ack + hold; i++)
+	{
+		natsMsgList list = {0};
+		natsMsg    *msg = NULL;
+
+		if (pull)
+		{
+			s = natsSubscription_Fetch(&list, sub, 1, timeout_ms, NULL);
+			if (s == NATS_OK)
+			{
+				msg = list.Msgs[0];
+				list.Msgs[0] = NULL;
+			}
+			natsMsgList_Destroy(&list);
+		}
+		else
+			s = natsSubscription_NextMsg(&msg, sub, timeout_ms);
+		if (s != NATS_OK)
+			break;
+		if (i < ack)
+			s = pull ? natsMsg_Ack(msg, NULL) :
+				natsConnection_PublishString(nc, natsMsg_GetReply(msg), "+ACK");
+		printf("%s ", i < ack ? "acked" : "held");
+		print_msg(msg, false);
+		natsMsg_Destroy(msg);
+	}
+	if (s == NATS_OK)
+		s = natsConnection_FlushTimeout(nc, timeout_ms);
+	return s == NATS_OK ? 0 : fail("take", s, 0);
+}
+
+static int
+cmd_take(natsConnection *nc, int argc, char **argv)
+{
+	natsSubscription *sub = NULL;
+	natsStatus	s = natsConnection_QueueSubscribeSync(&sub, nc, argv[0], argv[1]);
+	int			rc;
+
+	if (s != NATS_OK)
+		return fail("take", s, 0);
+	rc = take(nc, sub, false, atoi(argv[2]), atoi(argv[3]));
+	natsSubscription_Destroy(sub);
+	return rc;
+}
+
+static int
+cmd_take_pull(natsConnection *nc, jsCtx *js, int argc, char **argv)
+{
+	natsSubscription *sub = NULL;
+	jsSubOptions so;
+	jsErrCode	jerr = 0;
+	natsStatus	s;
+	int			rc;
+
+	jsSubOptions_Init(&so);
+	so.Stream = argv[0];
+	so.Consumer = argv[1];
+	s = js_PullSubscribe(&sub, js, NULL, argv[1], NULL, &so, &jerr);
+	if (s != NATS_OK)
+		return fail("take-pull", s, jerr);
+	rc = take(nc, sub, true, atoi(argv[2]), atoi(argv[3]));
+	natsSubscription_Destroy(sub);
+	return rc;
 }
 
 /*
@@ -266,6 +354,9 @@ run_command(natsConnection *nc, const char *cmd, int argc, char **argv)
 		return cmd_sub(nc, argc, argv);
 	}
 
+	if (strcmp(cmd, "take") == 0 && argc == 4)
+		return cmd_take(nc, argc, argv);
+
 	if ((strcmp(cmd, "pub") == 0 || strcmp(cmd, "req") == 0) && argc == 2)
 	{
 		int			len;
@@ -274,7 +365,9 @@ run_command(natsConnection *nc, const char *cmd, int argc, char **argv)
 
 		if (cmd[0] == 'p')
 		{
-			s = natsConnection_Publish(nc, argv[0], data, len);
+			s = reply_to ?
+				natsConnection_PublishRequest(nc, argv[0], reply_to, data, len) :
+				natsConnection_Publish(nc, argv[0], data, len);
 			if (s == NATS_OK)
 				s = natsConnection_FlushTimeout(nc, timeout_ms);
 		}
@@ -326,6 +419,8 @@ run_command(natsConnection *nc, const char *cmd, int argc, char **argv)
 		rc = cmd_stream_info(js, argv[0]);
 	else if (strcmp(cmd, "consumer-info") == 0 && argc == 2)
 		rc = cmd_consumer_info(js, argv[0], argv[1]);
+	else if (strcmp(cmd, "take-pull") == 0 && argc == 4)
+		rc = cmd_take_pull(nc, js, argc, argv);
 	else
 		rc = usage();
 
@@ -364,6 +459,8 @@ main(int argc, char **argv)
 			mod = atol(val) > 0 ? atol(val) : 1;
 		else if (strcmp(opt, "--msg-id") == 0)
 			msg_id = val;
+		else if (strcmp(opt, "--reply") == 0)
+			reply_to = val;
 		else if (strcmp(opt, "--user") == 0)
 			user = val;
 		else if (strcmp(opt, "--password") == 0)

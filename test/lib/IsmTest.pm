@@ -20,7 +20,8 @@ use Time::HiRes qw(time);
 
 our @EXPORT = qw(new_ism_node nats_client worker_pids wait_for_workers
   count_log_matches elapsed_of thread_signal_masks start_collecting
-  finish_collecting start_example_stack add_tables_processor set_properties);
+  finish_collecting start_example_stack add_tables_processor set_properties
+  helm_routing_file);
 
 my $client = ($ENV{TESTDIR} // '.') . '/test/ism-nats';
 
@@ -133,6 +134,26 @@ sub set_properties
 	$node->safe_psql('postgres', "UPDATE processor SET properties = \$j\$"
 		  . JSON::PP->new->canonical->encode($properties) . "\$j\$ WHERE id = '$processor'");
 	Time::HiRes::sleep(1.2);
+}
+
+# The platform's production routing file (test/data/platform/
+# helm-routing-secret.yaml) as Helm renders it with $nats_url as
+# .Values.global.nats.url: the Secret's .routing.yaml block, every URL
+# through "quote".  Written to tmp_check; returns its path.
+sub helm_routing_file
+{
+	my ($name, $nats_url) = @_;
+	my $template = slurp_file('test/data/platform/helm-routing-secret.yaml');
+	my ($block) = $template =~ /^  \.routing\.yaml: \|\n((?:    .*\n|\n)+)/m
+	  or die 'no .routing.yaml block in the Helm template';
+	$block =~ s/^    //mg;
+	$block =~ s/\{\{ tpl \.Values\.global\.nats\.url \. \| quote \}\}/"$nats_url"/g;
+	die "unrendered template in $block" if $block =~ /\{\{/;
+	my $path = "${PostgreSQL::Test::Utils::tmp_check}/helm-routing-$name.yaml";
+	open my $fh, '>', $path or die "cannot write $path: $!";
+	print $fh $block;
+	close $fh;
+	return $path;
 }
 
 # role => pid of the running workers, from pg_stat_activity.

@@ -214,12 +214,13 @@ is(scalar(grep { /^ops\.s\d+$/ } @have), 70, '(4) and all 70 of the operator\'s 
 
 # --- 10: a message with no JetStream metadata is written, not taken for "already applied" -----
 props({ tableName => 'inbox', batchSize => 1, includeTimestamp => JSON::PP::false });
-# the writer's pull requests say where their answers go: published there
-# directly, a message reaches the fetch with no JetStream metadata
-(undef, $out) = nats_client($url, '-t', '10000', 'sub-replies',
-	'$JS.API.CONSUMER.MSG.NEXT.data_transformers_state_tables.state_tables_workers', 1);
-my ($inbox) = $out =~ /^\S+ (\S+) /m;
-ok(defined $inbox, 'the reply subject of the writer\'s pull requests') or diag 'none seen';
+# the writer's push consumer says where it delivers: published there
+# directly, a message reaches the writer with no JetStream metadata (so do
+# answers published to a pull consumer's request inbox)
+(undef, $out) = nats_client($url, 'consumer-info', 'data_transformers_state_tables',
+	'state_tables_workers');
+my ($inbox) = $out =~ /^deliver_subject=(\S+)$/m;
+ok(defined $inbox, 'the deliver subject of the writer\'s push consumer') or diag $out;
 for my $n (1, 2)
 {
 	my $body = $json->encode({ route_id => $r2, query_state => [ { n => "injected $n" } ] });
@@ -450,9 +451,6 @@ $node->wait_for_log(qr/will be retried: cannot execute .* in a read-only transac
 is(join(',', @statuses), '', '(7) no FAILED status while the database is read-only');
 # a message from no stream has no row to record in ism_state.applied: its
 # flush goes straight to the COPY, which must be refused as well
-(undef, $out) = nats_client($url, '-t', '10000', 'sub-replies',
-	'$JS.API.CONSUMER.MSG.NEXT.data_transformers_state_tables.state_tables_workers', 1);
-($inbox) = $out =~ /^\S+ (\S+) /m;
 nats_client($url, 'pub', $inbox,
 	$json->encode({ route_id => $r2, query_state => [ { n => 'from no stream, read only' } ] }));
 my $copy_refused;
