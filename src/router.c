@@ -982,7 +982,7 @@ republish_marked(void *arg)
 
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_execute("SELECT id, subject, payload FROM ism_state.dead_letter"
+	if (SPI_execute("SELECT id, subject, payload, stream <> '' FROM ism_state.dead_letter"
 					" WHERE replay_requested_at IS NOT NULL"
 					" ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED",
 					false, 0) != SPI_OK_SELECT)
@@ -998,8 +998,11 @@ republish_marked(void *arg)
 		bytea	   *payload = DatumGetByteaPP(SPI_getbinval(t, SPI_tuptable->tupdesc, 3, &isnull));
 		char	   *msg_id = psprintf("ism:replay:" INT64_FORMAT, id);
 
+		/* a message from no stream (a core NATS route) goes back the same way */
+		bool		jetstream = DatumGetBool(SPI_getbinval(t, SPI_tuptable->tupdesc, 4, &isnull));
+
 		if (!ism_nats_publish(NULL, subject, VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload),
-							  msg_id, true, err, sizeof(err)))
+							  msg_id, jetstream, err, sizeof(err)))
 			elog(ERROR, "could not replay dead letter " INT64_FORMAT ": %s", id, err);
 		ids[i] = Int64GetDatum(id);
 	}

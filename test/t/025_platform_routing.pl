@@ -299,6 +299,23 @@ send_to('router.core',
 	{ type => 'query_processor_entry', processor_id => $openai, query_state => [ { q => 3 } ] });
 is(finish_collecting($fwd)->[0][1]{query_state}[0]{q}, 3, 'and routes what comes');
 
+# a dead letter of a core NATS route is replayed through core NATS
+send_to('router.core',
+	{ type => 'query_processor_entry', processor_id => 'later', query_state => [ { q => 5 } ] });
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM ism_state.dead_letter WHERE stream = '' AND subject = 'router.core'")
+  or die 'no dead letter';
+$node->safe_psql('postgres', "INSERT INTO processor (id, provider_id, project_id, status)"
+	  . " VALUES ('later', 'language/models/openai/gpt-4o', '5b8e2f14-9c3a-4d71-8e6f-2a9d7c4b1e03', 'CREATED')");
+$fwd = start_collecting($url, 'processor.models.openai', 1, 20);
+$node->safe_psql('postgres', "SELECT ism_state.replay_dead_letter(id) FROM ism_state.dead_letter"
+	  . " WHERE subject = 'router.core'");
+is(finish_collecting($fwd)->[0][1]{query_state}[0]{q}, 5,
+	'a core NATS dead letter, replayed once its cause is fixed, is routed');
+ok($node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM ism_state.dead_letter WHERE subject = 'router.core'"),
+	'and its row goes (published as it came, with core NATS: no PubAck to wait for)');
+
 is_deeply(worker_pids($node), $pids, 'no worker restarted');
 $node->stop;
 done_testing();
