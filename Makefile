@@ -14,7 +14,7 @@ OBJS         = src/ism_state.o src/settings.o src/stats.o src/nats_conn.o \
                src/router.o src/partition.o src/lookup_cache.o \
                src/ident.o src/applied.o src/dead_letter.o src/writer.o src/writer_batch.o \
                src/writer_flush.o src/writer_rows.o src/writer_schema.o \
-               src/copy_text.o src/json.o \
+               src/copy_text.o src/json.o src/json_number.o \
                src/column_types.o src/counters.o src/log_limit.o \
                src/claims.o src/xact.o src/view_columns.o
 DATA         = $(wildcard sql/ism_state--*.sql)
@@ -24,7 +24,7 @@ PG_CPPFLAGS  = -I$(srcdir)/src
 # -Wextra, less unused-parameter: PostgreSQL's own headers (bufpage.h) and
 # its fixed-signature callbacks (signal, shmem-exit) trip it.
 PG_CFLAGS    = -Wall -Wextra -Werror -Wno-unused-parameter
-SHLIB_LINK   = -lnats -lyaml -lcjson
+SHLIB_LINK   = -lnats -lyaml
 
 # pg_regress wants <dir>/sql and <dir>/expected; test/regress links them to
 # the top-level sql_tests/ and expected/.

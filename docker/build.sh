@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Build ism_state and stage what the image needs under DESTDIR: the
 # extension (library, control file, SQL scripts) and the shared libraries
-# it loads that the postgres image lacks (nats.c, libyaml, libcjson and
-# theirs).  The Dockerfile's build stage runs this; so do the tests, on the
+# it loads that the postgres image lacks (nats.c, libyaml and theirs).  The Dockerfile's build stage runs this; so do the tests, on the
 # build machine, where no container engine may run.
 #
 #   docker/build.sh --destdir DIR [--install-deps]
@@ -25,13 +24,13 @@ done
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 PG_MAJOR=${PG_MAJOR:-15}
 # the packages whose shared objects the extension loads at run time
-RUNTIME_PACKAGES=(libnats3.4 libyaml-0-2 libcjson1 libprotobuf-c1)
+RUNTIME_PACKAGES=(libnats3.4 libyaml-0-2 libprotobuf-c1)
 
 if [ "$INSTALL_DEPS" = yes ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends build-essential \
-		"postgresql-server-dev-$PG_MAJOR" libnats-dev libyaml-dev libcjson-dev
+		"postgresql-server-dev-$PG_MAJOR" libnats-dev libyaml-dev
 fi
 
 build=$(mktemp -d)

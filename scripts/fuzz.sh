@@ -21,17 +21,17 @@ CFLAGS="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefin
 # StringInfo, psprintf and Ryu from PostgreSQL's frontend library; palloc
 # from fuzz/backend_shim.c, which frees what each input leaves (leaks are
 # findings)
-PGLIBS="$PGLIB/libpgcommon.a $PGLIB/libpgport.a -lcjson -lm"
+PGLIBS="$PGLIB/libpgcommon.a $PGLIB/libpgport.a -lm"
 build=$(mktemp -d /tmp/ism_state-fuzz.XXXXXX)
 trap 'rm -rf "$build"' EXIT
 
 sources() {
 	case $1 in
-	json) echo "fuzz/fuzz_json.c src/json.c fuzz/backend_shim.c $PGLIBS" ;;
-	partition) echo "fuzz/fuzz_partition.c src/partition.c src/json.c fuzz/backend_shim.c $PGLIBS" ;;
+	json) echo "fuzz/fuzz_json.c src/json.c src/json_number.c fuzz/backend_shim.c $PGLIBS" ;;
+	partition) echo "fuzz/fuzz_partition.c src/partition.c src/json.c src/json_number.c fuzz/backend_shim.c $PGLIBS" ;;
 	route_index) echo "fuzz/fuzz_route_index.c src/route_index.c" ;;
-	route_yaml) echo "fuzz/fuzz_route_yaml.c src/route_yaml.c src/route_spec.c fuzz/backend_shim.c $PGLIBS -lyaml" ;;
-	record_row) echo "fuzz/fuzz_record_row.c src/copy_text.c src/json.c src/column_types.c fuzz/backend_shim.c $PGLIBS" ;;
+	route_yaml) echo "fuzz/fuzz_route_yaml.c src/route_yaml.c src/route_spec.c src/json.c src/json_number.c fuzz/backend_shim.c $PGLIBS -lyaml" ;;
+	record_row) echo "fuzz/fuzz_record_row.c src/copy_text.c src/json.c src/json_number.c src/column_types.c fuzz/backend_shim.c $PGLIBS" ;;
 	*) echo "unknown fuzz target: $1" >&2; exit 2 ;;
 	esac
 }

@@ -12,7 +12,6 @@ PACKAGES=(
 	postgresql-server-dev-15 # PGXS, server headers, pg_regress, TAP modules
 	libnats-dev             # nats.c 3.4
 	libyaml-dev             # routing YAML
-	libcjson-dev            # ISM messages
 	nats-server             # 2.9, JetStream: tests and demo
 	libipc-run-perl         # PostgreSQL::Test::Cluster needs IPC::Run
 	yamllint                # every YAML file is linted
@@ -25,6 +24,7 @@ PACKAGES=(
 if [ "${1:-}" = --bench ]; then
 	PACKAGES+=(
 		libpq-dev           # bench/external_consumer.c: the external consumers
+		libcjson-dev        # and their JSON (ism_state parses with PostgreSQL's lexer)
 		gnuplot-nox         # bench/run.sh: the plots
 	)
 fi

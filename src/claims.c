@@ -29,12 +29,12 @@
 
 #include <ctype.h>
 
-#include <cjson/cJSON.h>
-
 #include "access/xlog.h"
+#include "utils/memutils.h"
 
 #include "claims.h"
 #include "jetstream.h"
+#include "json.h"
 #include "nats_conn.h"
 #include "settings.h"
 
@@ -216,13 +216,38 @@ gather_replies(natsMsg **answers, int n, int64_t deadline)
 	return got;
 }
 
+/* What a PubAck's JSON says (parsed in the current memory context). */
+static IsmClaim
+read_pub_ack(const char *data, int len, char *why, size_t whylen)
+{
+	char	   *parse_error;
+	IsmJson    *ack = ism_json_parse(data, len, &parse_error);
+	IsmJson    *error = ism_json_get(ack, "error");
+	int			code;
+
+	if (error)
+	{
+		const char *text = ism_json_cstring(ism_json_get(error, "description"));
+
+		if (ism_json_whole_int(ism_json_get(error, "err_code"), &code) &&
+			code == JS_WRONG_LAST_SEQUENCE)
+			return ISM_CLAIM_THEIRS;	/* for now: the owner is read next */
+		snprintf(why, whylen, "a claim was refused: %s", text ? text : "(no description)");
+		return ISM_CLAIM_UNKNOWN;
+	}
+	if (ism_json_is(ism_json_get(ack, "seq"), ISM_JSON_NUMBER))
+		return ISM_CLAIM_OURS;
+	snprintf(why, whylen, "a claim had an answer that is not a PubAck");
+	return ISM_CLAIM_UNKNOWN;
+}
+
 /* What a PubAck says: created, taken already, or (why) not known. */
 static IsmClaim
 read_reply(natsMsg *reply, char *why, size_t whylen)
 {
-	cJSON	   *ack;
-	cJSON	   *error;
-	IsmClaim	claim = ISM_CLAIM_UNKNOWN;
+	static MemoryContext reply_context = NULL;
+	MemoryContext old;
+	IsmClaim	claim;
 
 	if (reply == NULL || natsMsg_GetDataLength(reply) == 0)
 	{
@@ -230,24 +255,13 @@ read_reply(natsMsg *reply, char *why, size_t whylen)
 		snprintf(why, whylen, "a claim had no answer within %d ms", ism_publish_timeout_ms);
 		return ISM_CLAIM_UNKNOWN;
 	}
-	ack = cJSON_ParseWithLength(natsMsg_GetData(reply), natsMsg_GetDataLength(reply));
-	error = cJSON_GetObjectItemCaseSensitive(ack, "error");
-	if (error)
-	{
-		cJSON	   *code = cJSON_GetObjectItemCaseSensitive(error, "err_code");
-		cJSON	   *text = cJSON_GetObjectItemCaseSensitive(error, "description");
-
-		if (cJSON_IsNumber(code) && code->valuedouble == JS_WRONG_LAST_SEQUENCE)
-			claim = ISM_CLAIM_THEIRS;	/* for now: the owner is read next */
-		else
-			snprintf(why, whylen, "a claim was refused: %s",
-					 cJSON_IsString(text) ? text->valuestring : "(no description)");
-	}
-	else if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(ack, "seq")))
-		claim = ISM_CLAIM_OURS;
-	else
-		snprintf(why, whylen, "a claim had an answer that is not a PubAck");
-	cJSON_Delete(ack);
+	if (reply_context == NULL)
+		reply_context = AllocSetContextCreate(TopMemoryContext, "ism_state claim replies",
+											  ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(reply_context);
+	claim = read_pub_ack(natsMsg_GetData(reply), natsMsg_GetDataLength(reply), why, whylen);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(reply_context);
 	return claim;
 }
 

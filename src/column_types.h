@@ -8,11 +8,14 @@
 #ifndef ISM_COLUMN_TYPES_H
 #define ISM_COLUMN_TYPES_H
 
+#include "json.h"
+
 typedef enum IsmColumnType
 {
 	ISM_COL_NONE,				/* no value yet (null): fits any column */
 	ISM_COL_BIGINT,
 	ISM_COL_DOUBLE,
+	ISM_COL_NUMERIC,
 	ISM_COL_BOOLEAN,
 	ISM_COL_JSONB,
 	ISM_COL_TIMESTAMPTZ,
@@ -20,11 +23,15 @@ typedef enum IsmColumnType
 	ISM_COL_OTHER				/* a type the writer does not make */
 } IsmColumnType;
 
-struct cJSON;
+/* A set of the writer's column types, one bit each: the types that hold values exactly. */
+typedef uint16 IsmTypeSet;
 
-extern IsmColumnType ism_value_column_type(const char *key, const struct cJSON *v,
-										   bool infer);
-extern IsmColumnType ism_column_type_merge(IsmColumnType column, IsmColumnType value);
+#define ISM_TYPE_BIT(t)		((IsmTypeSet) (1 << (t)))
+#define ISM_TYPES_ANY		((IsmTypeSet) 0xFFFF)	/* no value to hold (only nulls) */
+
+extern IsmTypeSet ism_value_types(const char *key, const IsmJson *v, bool infer);
+extern IsmColumnType ism_column_type_for(IsmTypeSet types);
+extern IsmColumnType ism_column_type_widened(IsmColumnType column, IsmTypeSet types);
 extern const char *ism_column_type_sql(IsmColumnType type);
 extern IsmColumnType ism_column_type_from_sql(const char *name);
 

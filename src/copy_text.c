@@ -4,19 +4,20 @@
  *	  The state-tables writer's records as rows in COPY's text format.
  *
  * The writer feeds its rows to PostgreSQL's COPY machinery from memory
- * (writer.c); this is the text it feeds.  Values are written as TEXT
- * columns take them, as upstream: strings as they are, numbers and
- * booleans in their JSON form, objects and arrays as compact JSON, null
- * as NULL.  No SPI, no relation: fuzz/fuzz_record_row.c runs it as it is.
+ * (writer_rows.c); this is the text it feeds.  Values are written as
+ * TEXT columns take them: strings decoded, numbers as their literal as
+ * sent (every digit, 1.0 as 1.0, exponents as written), booleans as
+ * true or false, objects and arrays as compact JSON text (each number and
+ * string in them as sent), null as NULL.  A string holding NUL cannot be
+ * stored (PostgreSQL's text cannot hold it): it is an error naming its
+ * key, never cut.  No SPI, no relation: fuzz/fuzz_record_row.c runs it as
+ * it is.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include <cjson/cJSON.h>
-
 #include "copy_text.h"
-#include "json.h"
 
 /* A value in COPY's text format: backslash escapes for what delimits. */
 static void
@@ -40,40 +41,58 @@ append_copy_value(StringInfo buf, const char *text)
 }
 
 /*
- * A record value in COPY's text format: strings as they are, numbers and
- * booleans in their JSON text, objects and arrays as compact JSON, null as
- * \N.  json is scratch space.
+ * Why the record cannot be stored as it is: a name or a string holding
+ * NUL (\u0000 in the message), which no column name and no text can hold,
+ * and which the writer will not cut.  NULL when it can.  Its key is named
+ * as sent.
+ */
+char *
+ism_record_nul_error(const IsmJson *record)
+{
+	const IsmJson *field;
+
+	ism_json_foreach(field, record)
+	{
+		if (field->flags & ISM_JSON_KEY_NUL)
+			return psprintf("record key %.*s holds \\u0000, which no column name can hold",
+							field->key_text_len, field->key_text);
+		if (field->type == ISM_JSON_STRING && (field->flags & ISM_JSON_NUL))
+			return psprintf("record key %.*s: its string holds \\u0000, which PostgreSQL text cannot hold",
+							field->key_text_len, field->key_text);
+	}
+	return NULL;
+}
+
+/*
+ * A record value in COPY's text format (see the header); json is scratch
+ * space.
  */
 static void
-append_copy_field(StringInfo buf, const cJSON *v, StringInfo json)
+append_copy_field(StringInfo buf, const IsmJson *v, StringInfo json)
 {
-	if (v == NULL || cJSON_IsNull(v))
+	if (v == NULL || v->type == ISM_JSON_NULL)
 		appendStringInfoString(buf, "\\N");
-	else if (cJSON_IsString(v))
-		append_copy_value(buf, v->valuestring);
-	else if (cJSON_IsNumber(v) || cJSON_IsBool(v))
-		ism_json_append(buf, v);	/* nothing to escape */
-	else
+	else if (v->type == ISM_JSON_STRING)
+		append_copy_value(buf, v->str);
+	else if (v->type == ISM_JSON_ARRAY || v->type == ISM_JSON_OBJECT)
 	{
 		resetStringInfo(json);
 		ism_json_append(json, v);
 		append_copy_value(buf, json->data);
 	}
+	else
+		appendBinaryStringInfo(buf, v->text, v->len);	/* nothing to escape */
 }
 
 /* A record value as the text a column takes (see append_copy_field); NULL for null. */
 static char *
-field_text(const cJSON *v)
+field_text(const IsmJson *v)
 {
-	StringInfoData buf;
-
-	if (v == NULL || cJSON_IsNull(v))
+	if (v == NULL || v->type == ISM_JSON_NULL)
 		return NULL;
-	if (cJSON_IsString(v))
-		return pstrdup(v->valuestring);
-	initStringInfo(&buf);
-	ism_json_append(&buf, v);
-	return buf.data;
+	if (v->type == ISM_JSON_STRING)
+		return pstrdup(v->str);
+	return ism_json_print(v);
 }
 
 /*
@@ -105,27 +124,33 @@ column_of(List *keys, int pos, const char *key)
 	return column;
 }
 
-/* The record's fields by column of keys (NULL where it has none; the last of a key twice). */
+/*
+ * The record's fields by column of keys (NULL where it has none).  Of a key
+ * given twice the parser kept the last value (json.c).
+ */
 static void
-fields_by_column(List *keys, const cJSON *record, const cJSON **values)
+fields_by_column(List *keys, const IsmJson *record, const IsmJson **values)
 {
-	const cJSON *field;
+	const IsmJson *field;
 	int			pos = 0;
+	char	   *error;
 
-	memset(values, 0, sizeof(cJSON *) * list_length(keys));
-	cJSON_ArrayForEach(field, record)
-		values[column_of(keys, pos++, field->string)] = field;
+	if ((record->flags & ISM_JSON_NUL) && (error = ism_record_nul_error(record)) != NULL)
+		elog(ERROR, "%s", error);
+	memset(values, 0, sizeof(IsmJson *) * list_length(keys));
+	ism_json_foreach(field, record)
+		values[column_of(keys, pos++, field->key)] = field;
 }
 
 /*
- * A record (a cJSON object) as one text value per column of keys, NULL
- * for a null or missing value: what ism_copy_text would give COPY.
+ * A record (an object) as one text value per column of keys, NULL for a
+ * null or missing value: what ism_copy_text would give COPY.
  */
 void
-ism_record_texts(List *keys, const cJSON *record, char **texts)
+ism_record_texts(List *keys, const IsmJson *record, char **texts)
 {
 	int			ncols = list_length(keys);
-	const cJSON **values = palloc(sizeof(cJSON *) * ncols);
+	const IsmJson **values = palloc(sizeof(IsmJson *) * ncols);
 
 	fields_by_column(keys, record, values);
 	for (int c = 0; c < ncols; c++)
@@ -134,16 +159,15 @@ ism_record_texts(List *keys, const cJSON *record, char **texts)
 }
 
 /*
- * The records (cJSON objects) as COPY text, one line each, a column for
- * each of keys (char *) in that order: every key of every record must be
- * one.  A key a record does not have is NULL; of a key it has twice, the
- * last value counts (as in Python's json.loads).
+ * The records (objects, IsmJson *) as COPY text, one line each, a column
+ * for each of keys (char *) in that order: every key of every record must
+ * be one.  A key a record does not have is NULL.
  */
 StringInfo
 ism_copy_text(List *keys, List *rows)
 {
 	int			ncols = list_length(keys);
-	const cJSON **values = palloc(sizeof(cJSON *) * ncols);
+	const IsmJson **values = palloc(sizeof(IsmJson *) * ncols);
 	StringInfo	buf = makeStringInfo();
 	StringInfo	json = makeStringInfo();
 	ListCell   *lc;

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * copy_text.h
- *	  Records (cJSON objects) as rows in COPY's text format (copy_text.c).
+ *	  Records (JSON objects) as rows in COPY's text format (copy_text.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -11,10 +11,12 @@
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 
+#include "json.h"
+
 extern int	ism_column_index(List *keys, int pos, const char *key);
 extern StringInfo ism_copy_text(List *keys, List *rows);
 
-struct cJSON;
-extern void ism_record_texts(List *keys, const struct cJSON *record, char **texts);
+extern void ism_record_texts(List *keys, const IsmJson *record, char **texts);
+extern char *ism_record_nul_error(const IsmJson *record);
 
 #endif							/* ISM_COPY_TEXT_H */

@@ -16,6 +16,11 @@
  * '+' joins two strings or adds two numbers.  A truthy result gives
  * "<project_id>.<result>", a falsy one the project id.
  *
+ * Numbers are what Python makes of them (json.loads, then str()): a JSON
+ * integer is a Python int, exact whatever its size (9007199254740993 stays
+ * 9007199254740993; int + int is exact too); any other number is a float,
+ * printed as Python's repr prints it (1.0, 1e+16, 1.5e-07).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -23,24 +28,22 @@
 #include <ctype.h>
 #include <math.h>
 
-#include <cjson/cJSON.h>
-
 #include "common/shortest_dec.h"
 #include "lib/stringinfo.h"
 
 #include "partition.h"
-#include "json.h"
+#include "json_number.h"
 
 typedef struct Value
 {
 	enum
 	{
-		V_NULL, V_BOOL, V_NUMBER, V_STRING, V_JSON
+		V_NULL, V_BOOL, V_INT, V_FLOAT, V_STRING, V_JSON
 	}			kind;
 	bool		boolean;
-	double		number;
-	const char *text;			/* V_STRING, V_JSON */
-	const cJSON *json;			/* where it came from, for further access */
+	double		number;			/* V_FLOAT */
+	const char *text;			/* V_INT (decimal, "-" for negative), V_STRING, V_JSON */
+	const IsmJson *json;		/* where it came from, for further access */
 } Value;
 
 /* Expressions come from processor properties: no deeper than this. */
@@ -49,8 +52,8 @@ typedef struct Value
 typedef struct Parser
 {
 	const char *p;
-	const cJSON *data;
-	const cJSON *context;
+	const IsmJson *data;
+	const IsmJson *context;
 	const char *route_id;
 	bool		failed;
 	int			depth;
@@ -111,40 +114,104 @@ parse_string(Parser *ps, char **out)
 	return true;
 }
 
-static Value
-from_json(const cJSON *item)
+/* A Python int's decimal text from a JSON integer literal (no "-0"). */
+static const char *
+python_int_text(const IsmNumber *n, const char *literal)
 {
-	Value		v = {0};
+	return n->zero ? "0" : literal;
+}
 
-	v.json = item;
-	if (item == NULL || cJSON_IsNull(item))
-		v.kind = V_NULL;
-	else if (cJSON_IsBool(item))
+/* A JSON value as the Python value json.loads makes of it; false for a string holding NUL. */
+static bool
+from_json(const IsmJson *item, Value *v)
+{
+	IsmNumber	n;
+
+	memset(v, 0, sizeof(*v));
+	v->json = item;
+	if (item == NULL || item->type == ISM_JSON_NULL)
+		v->kind = V_NULL;
+	else if (item->type == ISM_JSON_TRUE || item->type == ISM_JSON_FALSE)
 	{
-		v.kind = V_BOOL;
-		v.boolean = cJSON_IsTrue(item);
+		v->kind = V_BOOL;
+		v->boolean = item->type == ISM_JSON_TRUE;
 	}
-	else if (cJSON_IsNumber(item))
+	else if (item->type == ISM_JSON_NUMBER)
 	{
-		v.kind = V_NUMBER;
-		v.number = item->valuedouble;
+		if (!ism_number_read(item->text, item->len, &n))
+			return false;
+		if (n.integer)
+		{
+			v->kind = V_INT;
+			v->text = python_int_text(&n, pnstrdup(item->text, item->len));
+		}
+		else
+		{
+			v->kind = V_FLOAT;
+			v->number = ism_number_to_double(&n);
+		}
 	}
-	else if (cJSON_IsString(item))
+	else if (item->type == ISM_JSON_STRING)
 	{
-		v.kind = V_STRING;
-		v.text = item->valuestring;
+		/* not cut at a NUL: such a key is no key (the project id is used) */
+		if (item->flags & ISM_JSON_NUL)
+			return false;
+		v->kind = V_STRING;
+		v->text = item->str;
 	}
 	else
 	{
-		char	   *printed = ism_json_print(item);
-
-		v.kind = V_JSON;
-		v.text = printed ? printed : "";
+		v->kind = V_JSON;
+		v->text = ism_json_print(item);
 	}
-	return v;
+	return true;
 }
 
-/* Python's str() of a value, near enough. */
+/*
+ * A float as Python's repr() prints it: the shortest digits that read back
+ * as the same double (Ryu, as Python's), in fixed notation from 1e-4 up to
+ * 1e16 (with ".0" when whole), in exponent notation beyond (1e+16, 1e-05).
+ */
+static char *
+python_float_text(double d)
+{
+	char		shortest[DOUBLE_SHORTEST_DECIMAL_LEN];
+	char		digits[DOUBLE_SHORTEST_DECIMAL_LEN];
+	IsmNumber	n;
+	StringInfoData out;
+	int			point;
+
+	if (isnan(d))
+		return pstrdup("nan");
+	if (isinf(d))
+		return pstrdup(d < 0 ? "-inf" : "inf");
+	double_to_shortest_decimal_buf(d, shortest);
+	if (!ism_number_read(shortest, strlen(shortest), &n))
+		return pstrdup(shortest);	/* not reached: Ryu prints JSON numbers */
+	if (n.zero)
+		return pstrdup(signbit(d) ? "-0.0" : "0.0");
+	ism_number_digits(&n, digits);
+	point = (int) n.point;
+	initStringInfo(&out);
+	if (n.negative)
+		appendStringInfoChar(&out, '-');
+	if (point <= -4 || point > 16)
+	{
+		appendStringInfoChar(&out, digits[0]);
+		if (n.nsig > 1)
+			appendStringInfo(&out, ".%s", digits + 1);
+		appendStringInfo(&out, "e%c%02d", point - 1 < 0 ? '-' : '+', abs(point - 1));
+	}
+	else if (point <= 0)
+		appendStringInfo(&out, "0.%0*d%s", -point, 0, digits);
+	else if (point >= n.nsig)
+		appendStringInfo(&out, "%s%0*d.0", digits, point - n.nsig, 0);
+	else
+		appendStringInfo(&out, "%.*s.%s", point, digits, digits + point);
+	return out.data;
+}
+
+/* Python's str() of a value, near enough (containers as JSON). */
 static char *
 value_to_text(const Value *v)
 {
@@ -154,17 +221,8 @@ value_to_text(const Value *v)
 			return pstrdup("None");
 		case V_BOOL:
 			return pstrdup(v->boolean ? "True" : "False");
-		case V_NUMBER:
-			/* a whole number in int64's range as one (found by fuzzing: the cast was undefined beyond it) */
-			if (floor(v->number) == v->number && fabs(v->number) < 9.2e18)
-				return psprintf(INT64_FORMAT, (int64) v->number);
-			else
-			{
-				char		text[DOUBLE_SHORTEST_DECIMAL_LEN];
-
-				double_to_shortest_decimal_buf(v->number, text);	/* as Python's repr */
-				return pstrdup(text);
-			}
+		case V_FLOAT:
+			return python_float_text(v->number);
 		default:
 			return pstrdup(v->text);
 	}
@@ -179,12 +237,14 @@ truthy(const Value *v)
 			return false;
 		case V_BOOL:
 			return v->boolean;
-		case V_NUMBER:
+		case V_INT:
+			return strcmp(v->text, "0") != 0;
+		case V_FLOAT:
 			return v->number != 0;
 		case V_STRING:
 			return v->text[0] != '\0';
 		case V_JSON:
-			return cJSON_GetArraySize(v->json) > 0;
+			return v->json->count > 0;
 	}
 	return false;
 }
@@ -197,15 +257,16 @@ parse_access(Parser *ps, Value base)
 	{
 		char	   *key;
 
+		IsmJson    *item;
+
 		if (accept(ps, "["))
 		{
 			if (!parse_string(ps, &key) || !accept(ps, "]") ||
-				!cJSON_IsObject(base.json))
+				!ism_json_is(base.json, ISM_JSON_OBJECT))
 				return failure(ps);
 			/* a missing key is a KeyError upstream */
-			if (!cJSON_HasObjectItem(base.json, key))
+			if ((item = ism_json_get(base.json, key)) == NULL || !from_json(item, &base))
 				return failure(ps);
-			base = from_json(cJSON_GetObjectItemCaseSensitive(base.json, key));
 		}
 		else if (accept(ps, ".get("))
 		{
@@ -215,14 +276,46 @@ parse_access(Parser *ps, Value base)
 				return failure(ps);
 			if (accept(ps, ","))
 				fallback = parse_expr(ps);
-			if (ps->failed || !accept(ps, ")") || !cJSON_IsObject(base.json))
+			if (ps->failed || !accept(ps, ")") || !ism_json_is(base.json, ISM_JSON_OBJECT))
 				return failure(ps);
-			base = cJSON_HasObjectItem(base.json, key) ?
-				from_json(cJSON_GetObjectItemCaseSensitive(base.json, key)) : fallback;
+			if ((item = ism_json_get(base.json, key)) == NULL)
+				base = fallback;
+			else if (!from_json(item, &base))
+				return failure(ps);
 		}
 		else
 			return base;
 	}
+}
+
+/* A number literal, as Python reads it: an int (exact) or a float. */
+static Value
+parse_number(Parser *ps)
+{
+	const char *start = ps->p;
+	const char *p = start;
+	IsmNumber	n;
+	Value		v = {0};
+
+	if (*p == '-')
+		p++;
+	while (isdigit((unsigned char) *p) || *p == '.' || *p == 'e' || *p == 'E' ||
+		   ((*p == '+' || *p == '-') && (p[-1] == 'e' || p[-1] == 'E')))
+		p++;
+	if (!ism_number_read(start, p - start, &n))
+		return failure(ps);
+	ps->p = p;
+	if (n.integer)
+	{
+		v.kind = V_INT;
+		v.text = python_int_text(&n, pnstrdup(start, p - start));
+	}
+	else
+	{
+		v.kind = V_FLOAT;
+		v.number = ism_number_to_double(&n);
+	}
+	return v;
 }
 
 static Value
@@ -230,6 +323,7 @@ parse_term(Parser *ps)
 {
 	Value		v = {0};
 	char	   *s;
+	const IsmJson *root;
 
 	skip_space(ps);
 	if (parse_string(ps, &s))
@@ -239,16 +333,7 @@ parse_term(Parser *ps)
 		return v;
 	}
 	if (isdigit((unsigned char) *ps->p) || *ps->p == '-')
-	{
-		char	   *end;
-
-		v.kind = V_NUMBER;
-		v.number = strtod(ps->p, &end);
-		if (end == ps->p)
-			return failure(ps);
-		ps->p = end;
-		return v;
-	}
+		return parse_number(ps);
 	if (accept(ps, "str("))
 	{
 		v = parse_expr(ps);
@@ -265,10 +350,116 @@ parse_term(Parser *ps)
 		return v;
 	}
 	if (accept(ps, "data"))
-		return parse_access(ps, from_json(ps->data));
-	if (accept(ps, "context"))
-		return parse_access(ps, from_json(ps->context));
-	return failure(ps);
+		root = ps->data;
+	else if (accept(ps, "context"))
+		root = ps->context;
+	else
+		return failure(ps);
+	if (!from_json(root, &v))
+		return failure(ps);
+	return parse_access(ps, v);
+}
+
+/* |a| + |b| or |a| - |b| (|a| >= |b|), digits without sign, into a new string. */
+static char *
+add_magnitudes(const char *a, int alen, const char *b, int blen, bool subtract)
+{
+	char	   *out = palloc(alen + 2);
+	int			carry = 0;
+	int			o = alen + 1;
+	int			start;
+
+	out[o] = '\0';
+	for (int i = alen - 1, j = blen - 1; i >= 0; i--, j--)
+	{
+		int			d = (a[i] - '0') + (subtract ? -carry : carry);
+		int			e = j >= 0 ? b[j] - '0' : 0;
+
+		d = subtract ? d - e : d + e;
+		carry = subtract ? d < 0 : d > 9;
+		out[--o] = '0' + (subtract ? (d + 10) % 10 : d % 10);
+	}
+	out[--o] = carry && !subtract ? '1' : '0';
+	for (start = o; out[start] == '0' && out[start + 1] != '\0'; start++)
+		;
+	return out + start;
+}
+
+/* The sum of two decimal integers ("-" for negative), exact, as a Python int. */
+static char *
+add_integers(const char *a, const char *b)
+{
+	bool		aneg = *a == '-';
+	bool		bneg = *b == '-';
+	const char *am = a + aneg;
+	const char *bm = b + bneg;
+	int			alen = strlen(am);
+	int			blen = strlen(bm);
+	bool		a_larger = alen != blen ? alen > blen : strcmp(am, bm) >= 0;
+	char	   *sum;
+	bool		negative;
+
+	if (aneg == bneg)
+	{
+		sum = a_larger ? add_magnitudes(am, alen, bm, blen, false) :
+			add_magnitudes(bm, blen, am, alen, false);
+		negative = aneg;
+	}
+	else
+	{
+		sum = a_larger ? add_magnitudes(am, alen, bm, blen, true) :
+			add_magnitudes(bm, blen, am, alen, true);
+		negative = a_larger ? aneg : bneg;
+	}
+	return negative && strcmp(sum, "0") != 0 ? psprintf("-%s", sum) : sum;
+}
+
+/* A bool as the int it is in Python; false for what is no number. */
+static bool
+as_number(Value *v)
+{
+	if (v->kind == V_BOOL)
+	{
+		v->kind = V_INT;
+		v->text = v->boolean ? "1" : "0";
+	}
+	return v->kind == V_INT || v->kind == V_FLOAT;
+}
+
+/* An int as a float, as Python's float(int) makes it (false: too large). */
+static bool
+int_as_float(Value *v)
+{
+	IsmNumber	n;
+
+	if (v->kind == V_FLOAT)
+		return true;
+	if (!ism_number_read(v->text, strlen(v->text), &n))
+		return false;
+	v->kind = V_FLOAT;
+	v->number = ism_number_to_double(&n);
+	return isfinite(v->number);	/* Python: OverflowError */
+}
+
+/*
+ * left + right, as Python adds them: two ints exactly (digit by digit,
+ * any size), a float with anything as floats.  false when either is no
+ * number.
+ */
+static bool
+add_numbers(Value *left, Value *right)
+{
+	if (!as_number(left) || !as_number(right))
+		return false;
+	if (left->kind == V_INT && right->kind == V_INT)
+	{
+		left->text = add_integers(left->text, right->text);
+		return true;
+	}
+	if (!int_as_float(left) || !int_as_float(right))
+		return false;
+	left->number += right->number;
+	return true;
 }
 
 static Value
@@ -288,9 +479,7 @@ parse_expr(Parser *ps)
 			break;
 		if (left.kind == V_STRING && right.kind == V_STRING)
 			left.text = psprintf("%s%s", left.text, right.text);
-		else if (left.kind == V_NUMBER && right.kind == V_NUMBER)
-			left.number += right.number;
-		else
+		else if (!add_numbers(&left, &right))
 			return failure(ps);
 	}
 	ps->depth--;
@@ -302,7 +491,7 @@ parse_expr(Parser *ps)
  * a Python error would.
  */
 static bool
-evaluate(const char *expression, const cJSON *data, const cJSON *context,
+evaluate(const char *expression, const IsmJson *data, const IsmJson *context,
 		 const char *route_id, Value *result)
 {
 	Parser		ps = {expression, data, context, route_id, false, 0};
@@ -337,7 +526,7 @@ project_key(const char *project_id)
 char *
 ism_partition_key(const char *mode, const char *expression,
 				  const char *project_id, const char *route_id,
-				  const cJSON *context, const cJSON *data)
+				  const IsmJson *context, const IsmJson *data)
 {
 	if (mode == NULL || pg_strcasecmp(mode, "PROJECT_ID") == 0)
 		return project_key(project_id);
@@ -347,11 +536,12 @@ ism_partition_key(const char *mode, const char *expression,
 		Value		user;
 
 		/* upstream: str(context.get("user_id", project_id)) on a non-empty context */
-		if (!cJSON_IsObject(context) || cJSON_GetArraySize(context) == 0)
+		if (!ism_json_is(context, ISM_JSON_OBJECT) || context->count == 0)
 			return project_key(project_id);
-		if (!cJSON_HasObjectItem(context, "user_id"))
+		if (ism_json_get(context, "user_id") == NULL)
 			return pstrdup(python_str(project_id));
-		user = from_json(cJSON_GetObjectItemCaseSensitive(context, "user_id"));
+		if (!from_json(ism_json_get(context, "user_id"), &user))
+			return project_key(project_id);
 		return value_to_text(&user);
 	}
 
@@ -363,8 +553,8 @@ ism_partition_key(const char *mode, const char *expression,
 		Value		result;
 
 		/* upstream evaluates with "context or {}" */
-		if (context == NULL || cJSON_IsNull(context))
-			context = cJSON_CreateObject();
+		if (context == NULL || context->type == ISM_JSON_NULL)
+			context = ism_json_make_object();
 		if (!evaluate(expression, data, context, route_id, &result))
 		{
 			elog(DEBUG1, "ism_state: concurrencyExpression \"%s\" is outside the supported subset or failed; using the project id",

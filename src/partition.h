@@ -8,10 +8,10 @@
 #ifndef ISM_PARTITION_H
 #define ISM_PARTITION_H
 
-struct cJSON;
+#include "json.h"
 
 extern char *ism_partition_key(const char *mode, const char *expression,
 							   const char *project_id, const char *route_id,
-							   const struct cJSON *context, const struct cJSON *data);
+							   const IsmJson *context, const IsmJson *data);
 
 #endif							/* ISM_PARTITION_H */

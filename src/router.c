@@ -20,11 +20,16 @@
  * sequence, so a redelivered message's republishes are deduplicated by
  * JetStream within the stream's duplicate window.
  *
+ * What is forwarded is what was sent (json.c): the entries, the context
+ * and input_route_id are copied from the inbound message as its bytes --
+ * every number's digits, every string's escapes -- reprinted only where
+ * that text is not the value compactly (white space, a key given twice,
+ * of which the last counts).  Replays send data_json_value as jsonb
+ * prints it.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
-
-#include <cjson/cJSON.h>
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -70,7 +75,7 @@ typedef enum Outcome
 typedef struct Inbound
 {
 	IsmMessage *msg;
-	cJSON	   *root;
+	IsmJson    *root;
 	const char *type;
 	const char *route_id;		/* the inbound route_id, when a string */
 	int			published;		/* outbound messages so far */
@@ -85,15 +90,17 @@ typedef struct Processor
 	char	   *project_id;
 	int			max_batch_size;
 	int			max_batch_limit;
-	char	   *concurrency_mode;
-	char	   *concurrency_expression;
+	const char *concurrency_mode;
+	const char *concurrency_expression;
 } Processor;
 
 typedef struct Column
 {
 	int64		id;
 	char	   *name;
+	char	   *name_json;		/* the name as a JSON string */
 	bool		is_json;
+	bool		is_run_stamp;	/* run_id or run_created_at: the replay's own */
 } Column;
 
 enum
@@ -117,7 +124,6 @@ void
 ism_router_init(bool (*stopping) (void))
 {
 	worker_stopping = stopping;
-	ism_json_init();
 	message_context = AllocSetContextCreate(TopMemoryContext,
 											"ism_state router message",
 											ALLOCSET_DEFAULT_SIZES);
@@ -220,13 +226,13 @@ column_text(int row, int col)
 
 /* A positive integer property, or the default when absent or null. */
 static bool
-int_property(Inbound *in, cJSON *props, const char *key, int dflt, int *out,
+int_property(Inbound *in, IsmJson *props, const char *key, int dflt, int *out,
 			 const char *processor_id)
 {
-	cJSON	   *v = cJSON_GetObjectItemCaseSensitive(props, key);
+	IsmJson    *v = ism_json_get(props, key);
 
 	*out = dflt;
-	if (v == NULL || cJSON_IsNull(v))
+	if (v == NULL || v->type == ISM_JSON_NULL)
 		return true;
 	if (!ism_json_whole_int(v, out) || *out < 1)
 	{
@@ -241,20 +247,19 @@ int_property(Inbound *in, cJSON *props, const char *key, int dflt, int *out,
 }
 
 static bool
-string_property(Inbound *in, cJSON *props, const char *key, char **out,
+string_property(Inbound *in, IsmJson *props, const char *key, const char **out,
 				const char *processor_id)
 {
-	cJSON	   *v = cJSON_GetObjectItemCaseSensitive(props, key);
+	IsmJson    *v = ism_json_get(props, key);
 
 	*out = NULL;
-	if (v == NULL || cJSON_IsNull(v))
+	if (v == NULL || v->type == ISM_JSON_NULL)
 		return true;
-	if (!cJSON_IsString(v))
+	if ((*out = ism_json_cstring(v)) == NULL)
 	{
 		fail(in, false, "processor %s: property \"%s\" must be a string", processor_id, key);
 		return false;
 	}
-	*out = v->valuestring;
 	return true;
 }
 
@@ -264,7 +269,8 @@ load_processor(Inbound *in, const char *id, Processor *p)
 {
 	char	   *cols[3];
 	char	   *props_text;
-	cJSON	   *props;
+	char	   *parse_error;
+	IsmJson    *props;
 
 	if (!ism_lookup_get('p', id, cols, 3))
 	{
@@ -283,8 +289,8 @@ load_processor(Inbound *in, const char *id, Processor *p)
 	p->provider_id = cols[0];
 	p->project_id = cols[1];
 	props_text = cols[2];
-	props = props_text ? cJSON_Parse(props_text) : NULL;
-	if (props && !cJSON_IsObject(props))
+	props = props_text ? ism_json_parse(props_text, strlen(props_text), &parse_error) : NULL;
+	if (props_text && !ism_json_is(props, ISM_JSON_OBJECT))
 	{
 		fail(in, false, "processor %s: properties are not a JSON object", id);
 		return false;
@@ -348,43 +354,42 @@ processor_route(Inbound *in, const Processor *p)
 
 /* --- outbound ------------------------------------------------------------ */
 
-static bool
-truthy_json(const cJSON *v)
-{
-	if (v == NULL || cJSON_IsNull(v) || cJSON_IsFalse(v))
-		return false;
-	if (cJSON_IsNumber(v))
-		return v->valuedouble != 0;
-	if (cJSON_IsString(v))
-		return v->valuestring[0] != '\0';
-	if (cJSON_IsArray(v) || cJSON_IsObject(v))
-		return cJSON_GetArraySize(v) > 0;
-	return true;
-}
-
 /*
- * The envelope every outbound message starts from, keys in upstream's
- * order: type, input_route_id (always), context (always), route_id and
- * processor_id (when known); the caller adds query_state.
+ * The start of every outbound message, keys in upstream's order: type,
+ * input_route_id (always), context (always), route_id and processor_id
+ * (when known), then the key of query_state, whose value and the closing
+ * brace the caller appends.  input_route_id and context are the inbound
+ * message's, as sent.
  */
-static cJSON *
-envelope(Inbound *in, bool pass_input_route, const char *route_id,
-		 const char *processor_id)
+static void
+append_envelope(StringInfo buf, Inbound *in, bool pass_input_route,
+				const char *route_id, const char *processor_id)
 {
-	cJSON	   *e = cJSON_CreateObject();
-	cJSON	   *input = cJSON_GetObjectItemCaseSensitive(in->root, "input_route_id");
-	cJSON	   *context = cJSON_GetObjectItemCaseSensitive(in->root, "context");
+	IsmJson    *input = ism_json_get(in->root, "input_route_id");
+	IsmJson    *context = ism_json_get(in->root, "context");
 
-	cJSON_AddStringToObject(e, "type", "query_state");
-	cJSON_AddItemToObject(e, "input_route_id",
-						  pass_input_route && input ? cJSON_Duplicate(input, true) : cJSON_CreateNull());
-	cJSON_AddItemToObject(e, "context",
-						  truthy_json(context) ? cJSON_Duplicate(context, true) : cJSON_CreateObject());
+	appendStringInfoString(buf, "{\"type\":\"query_state\",\"input_route_id\":");
+	if (pass_input_route && input)
+		ism_json_append(buf, input);
+	else
+		appendStringInfoString(buf, "null");
+	/* upstream: "context": context if context else {} */
+	appendStringInfoString(buf, ",\"context\":");
+	if (ism_json_truthy(context))
+		ism_json_append(buf, context);
+	else
+		appendStringInfoString(buf, "{}");
 	if (route_id)
-		cJSON_AddStringToObject(e, "route_id", route_id);
+	{
+		appendStringInfoString(buf, ",\"route_id\":");
+		ism_json_append_string(buf, route_id, strlen(route_id));
+	}
 	if (processor_id)
-		cJSON_AddStringToObject(e, "processor_id", processor_id);
-	return e;
+	{
+		appendStringInfoString(buf, ",\"processor_id\":");
+		ism_json_append_string(buf, processor_id, strlen(processor_id));
+	}
+	appendStringInfoString(buf, ",\"query_state\":");
 }
 
 /*
@@ -394,23 +399,21 @@ envelope(Inbound *in, bool pass_input_route, const char *route_id,
 static char *
 outbound_subject(Inbound *in, const IsmRoute *r, const char *partition_key)
 {
-	cJSON	   *priority = cJSON_GetObjectItemCaseSensitive(in->root, "priority");
+	IsmJson    *priority = ism_json_get(in->root, "priority");
 	const char *level = "low";
 	char	   *key;
 	char	   *subject;
 
 	if (!(r->concurrent_enabled && r->concurrent_priority_enabled))
 		return r->subject;
-	if (priority && !cJSON_IsNull(priority))
+	if (priority && priority->type != ISM_JSON_NULL)
 	{
-		if (!cJSON_IsString(priority) ||
-			(strcmp(priority->valuestring, "high") != 0 &&
-			 strcmp(priority->valuestring, "low") != 0))
+		level = ism_json_cstring(priority);
+		if (level == NULL || (strcmp(level, "high") != 0 && strcmp(level, "low") != 0))
 		{
 			fail(in, false, "\"priority\" must be \"high\" or \"low\"");
 			return NULL;
 		}
-		level = priority->valuestring;
 	}
 	if (partition_key == NULL || partition_key[0] == '\0')
 		return psprintf("%s.%s", r->subject, level);
@@ -441,7 +444,7 @@ outbound_subject(Inbound *in, const IsmRoute *r, const char *partition_key)
  * from).
  */
 static char *
-outbound_msg_id(Inbound *in, const char *body, const char *id_suffix)
+outbound_msg_id(Inbound *in, const StringInfo body, const char *id_suffix)
 {
 	const IsmMessage *m = in->msg;
 	uint64		h;
@@ -450,21 +453,18 @@ outbound_msg_id(Inbound *in, const char *body, const char *id_suffix)
 		return NULL;
 	if (id_suffix)
 		return psprintf("ism:%s:" UINT64_FORMAT ":%s", m->stream, m->stream_seq, id_suffix);
-	h = hash_bytes_extended((const unsigned char *) body, strlen(body), 0);
+	h = hash_bytes_extended((const unsigned char *) body->data, body->len, 0);
 	return psprintf("ism:%s:" UINT64_FORMAT ":%d:%016" INT64_MODIFIER "x",
 					m->stream, m->stream_seq, ++in->published, h);
 }
 
 static Outcome
-publish(Inbound *in, const IsmRoute *r, const char *subject, cJSON *body,
+publish(Inbound *in, const IsmRoute *r, const char *subject, StringInfo body,
 		const char *id_suffix)
 {
 	char		err[512];
-	char	   *text = ism_json_print(body);
 	char	   *msg_id;
 
-	if (text == NULL)
-		return retry(in, "could not serialise an outbound message");
 	/* loaded as upstream loads it (route_spec.c), but no retry can help */
 	if (r->jetstream_enabled && !ism_valid_stream_name(r->name))
 	{
@@ -475,8 +475,8 @@ publish(Inbound *in, const IsmRoute *r, const char *subject, cJSON *body,
 	}
 	if (r->jetstream_enabled && !ism_nats_ensure_stream(r->name, r->subject, err, sizeof(err)))
 		return retry(in, "%s", err);
-	msg_id = outbound_msg_id(in, text, id_suffix);
-	if (!ism_nats_publish(r->selector, subject, text, strlen(text), msg_id,
+	msg_id = outbound_msg_id(in, body, id_suffix);
+	if (!ism_nats_publish(r->selector, subject, body->data, body->len, msg_id,
 						  r->jetstream_enabled, err, sizeof(err)))
 		return retry(in, "%s", err);
 	return OUTCOME_DONE;
@@ -488,7 +488,7 @@ publish_status(Inbound *in, const char *status, const char *exception, bool with
 {
 	RouteLookupResult result;
 	const IsmRoute *monitor = ism_route_cache_resolve(MONITOR_SELECTOR, &result);
-	cJSON	   *body;
+	StringInfoData body;
 
 	if (monitor == NULL)
 	{
@@ -500,17 +500,26 @@ publish_status(Inbound *in, const char *status, const char *exception, bool with
 		return;
 	}
 	monitor_missing_logged = false;
-	body = cJSON_CreateObject();
-	cJSON_AddStringToObject(body, "type", "processor_state");
-	cJSON_AddItemToObject(body, "route_id",
-						  in->route_id ? cJSON_CreateString(in->route_id) : cJSON_CreateNull());
-	cJSON_AddStringToObject(body, "status", status);
-	cJSON_AddItemToObject(body, "exception",
-						  exception ? cJSON_CreateString(exception) : cJSON_CreateNull());
-	cJSON_AddItemToObject(body, "data", with_raw_data ?
-						  cJSON_CreateString(pnstrdup(in->msg->data, in->msg->len)) :
-						  cJSON_CreateNull());
-	(void) publish(in, monitor, monitor->subject, body, status);
+	initStringInfo(&body);
+	appendStringInfoString(&body, "{\"type\":\"processor_state\",\"route_id\":");
+	if (in->route_id)
+		ism_json_append_string(&body, in->route_id, strlen(in->route_id));
+	else
+		appendStringInfoString(&body, "null");
+	appendStringInfoString(&body, ",\"status\":");
+	ism_json_append_string(&body, status, strlen(status));
+	appendStringInfoString(&body, ",\"exception\":");
+	if (exception)
+		ism_json_append_string(&body, exception, strlen(exception));
+	else
+		appendStringInfoString(&body, "null");
+	appendStringInfoString(&body, ",\"data\":");
+	if (with_raw_data)
+		ism_json_append_string(&body, in->msg->data, in->msg->len);
+	else
+		appendStringInfoString(&body, "null");
+	appendStringInfoChar(&body, '}');
+	(void) publish(in, monitor, monitor->subject, &body, status);
 }
 
 /* --- the three inbound types ---------------------------------------------- */
@@ -518,40 +527,34 @@ publish_status(Inbound *in, const char *status, const char *exception, bool with
 static const char *
 required_string(Inbound *in, const char *key)
 {
-	cJSON	   *v = cJSON_GetObjectItemCaseSensitive(in->root, key);
+	IsmJson    *v = ism_json_get(in->root, key);
+	const char *s;
 
-	if (v == NULL || cJSON_IsNull(v))
+	if (v == NULL || v->type == ISM_JSON_NULL)
 	{
 		fail(in, false, "%s message without \"%s\"", in->type, key);
 		return NULL;
 	}
-	if (!cJSON_IsString(v))
+	if ((s = ism_json_cstring(v)) == NULL)
 	{
 		fail(in, false, "\"%s\" must be a string", key);
 		return NULL;
 	}
-	return v->valuestring;
+	return s;
 }
 
-/* query_state, as a list: a single object is wrapped (§3.1). */
-static cJSON *
+/* query_state: a list, or an object sent as a list of one (§3.1). */
+static IsmJson *
 entries(Inbound *in)
 {
-	cJSON	   *qs = cJSON_DetachItemFromObjectCaseSensitive(in->root, "query_state");
+	IsmJson    *qs = ism_json_get(in->root, "query_state");
 
 	if (qs == NULL)
 	{
 		fail(in, false, "%s message without \"query_state\"", in->type);
 		return NULL;
 	}
-	if (cJSON_IsObject(qs))
-	{
-		cJSON	   *list = cJSON_CreateArray();
-
-		cJSON_AddItemToArray(list, qs);
-		return list;
-	}
-	if (!cJSON_IsArray(qs))
+	if (qs->type != ISM_JSON_OBJECT && qs->type != ISM_JSON_ARRAY)
 	{
 		fail(in, false, "\"query_state\" must be an object or a list");
 		return NULL;
@@ -559,23 +562,29 @@ entries(Inbound *in)
 	return qs;
 }
 
+/* The entries (see entries()) forwarded as the inbound message has them. */
 static Outcome
-send_entries(Inbound *in, const Processor *p, const IsmRoute *r, cJSON *list,
+send_entries(Inbound *in, const Processor *p, const IsmRoute *r, IsmJson *list,
 			 const char *key_route_id, bool pass_input_route,
 			 const char *route_id, const char *processor_id)
 {
-	cJSON	   *context = cJSON_GetObjectItemCaseSensitive(in->root, "context");
+	bool		one = list->type == ISM_JSON_OBJECT;
 	char	   *key = ism_partition_key(p->concurrency_mode, p->concurrency_expression,
-										p->project_id, key_route_id, context,
-										cJSON_GetArraySize(list) > 0 ? cJSON_GetArrayItem(list, 0) : NULL);
+										p->project_id, key_route_id,
+										ism_json_get(in->root, "context"),
+										one ? list : list->child);
 	char	   *subject = outbound_subject(in, r, key);
-	cJSON	   *body;
+	StringInfoData body;
 
 	if (subject == NULL)
 		return OUTCOME_PERMANENT;
-	body = envelope(in, pass_input_route, route_id, processor_id);
-	cJSON_AddItemToObject(body, "query_state", list);
-	return publish(in, r, subject, body, NULL);
+	initStringInfo(&body);
+	append_envelope(&body, in, pass_input_route, route_id, processor_id);
+	if (one)
+		appendStringInfoChar(&body, '[');
+	ism_json_append(&body, list);
+	appendStringInfoString(&body, one ? "]}" : "}");
+	return publish(in, r, subject, &body, NULL);
 }
 
 /* §3.1: forward the entries through an input route */
@@ -587,7 +596,7 @@ query_state_entry(Inbound *in)
 	char	   *state_id;
 	Processor	p;
 	const IsmRoute *r;
-	cJSON	   *list;
+	IsmJson    *list;
 
 	if (route_id == NULL || (list = entries(in)) == NULL ||
 		!load_route_row(in, route_id, &processor_id, &state_id) ||
@@ -603,7 +612,7 @@ query_processor_entry(Inbound *in)
 	const char *processor_id = required_string(in, "processor_id");
 	Processor	p;
 	const IsmRoute *r;
-	cJSON	   *list;
+	IsmJson    *list;
 
 	if (processor_id == NULL || (list = entries(in)) == NULL ||
 		!load_processor(in, processor_id, &p) || (r = processor_route(in, &p)) == NULL)
@@ -646,20 +655,29 @@ column_position(const Column *cols, int ncols, int64 id)
 	return -1;
 }
 
-/* Rows [offset, offset + n) of the state as dense entries, nulls for gaps. */
-static cJSON **
-load_page(const Column *cols, int ncols, int64 offset, int n)
+/*
+ * A page of a replay: its rows' JSON objects, one after another in text,
+ * row i from start[i] to start[i + 1].
+ */
+typedef struct ReplayPage
 {
-	cJSON	  **rows = palloc(sizeof(cJSON *) * n);
+	StringInfoData text;
+	int		   *start;
+} ReplayPage;
+
+/*
+ * The cells of rows [offset, offset + n): per row and column the value's
+ * JSON text, NULL where there is none (null).  A text column's value is a
+ * JSON string; a json column's is data_json_value as jsonb prints it.
+ */
+static char **
+load_cells(const Column *cols, int ncols, int64 offset, int n)
+{
+	char	  **cells = palloc0(sizeof(char *) * n * ncols);
 	Datum	   *ids = palloc(sizeof(Datum) * ncols);
 	Datum		args[3];
+	StringInfoData string;
 
-	for (int i = 0; i < n; i++)
-	{
-		rows[i] = cJSON_CreateObject();
-		for (int c = 0; c < ncols; c++)
-			cJSON_AddNullToObject(rows[i], cols[c].name);
-	}
 	for (int c = 0; c < ncols; c++)
 		ids[c] = Int64GetDatum(cols[c].id);
 	args[0] = PointerGetDatum(construct_array(ids, ncols, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
@@ -674,25 +692,71 @@ load_page(const Column *cols, int ncols, int64 offset, int n)
 		int64		column = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 		int			pos = column_position(cols, ncols, column);
 		char	   *text;
-		cJSON	   *value = NULL;
 
 		if (pos < 0 || index < offset || index >= offset + n)
 			continue;
-		if (cols[pos].is_json)
+		text = column_text(i, cols[pos].is_json ? 4 : 3);
+		if (text && !cols[pos].is_json)
 		{
-			text = column_text(i, 4);
-			value = text ? cJSON_Parse(text) : NULL;
+			initStringInfo(&string);
+			ism_json_append_string(&string, text, strlen(text));
+			text = string.data;
 		}
-		else
-		{
-			text = column_text(i, 3);
-			value = text ? cJSON_CreateString(text) : NULL;
-		}
-		if (value)
-			cJSON_ReplaceItemInObjectCaseSensitive(rows[index - offset], cols[pos].name, value);
+		cells[(index - offset) * ncols + pos] = text;
 	}
 	SPI_freetuptable(SPI_tuptable);
-	return rows;
+	return cells;
+}
+
+/*
+ * Rows [offset, offset + n) of the state as dense entries: every column
+ * (null where a row has no value), then run_id and run_created_at (a
+ * column of either name gives way to them, as upstream).
+ */
+static ReplayPage *
+load_page(const Column *cols, int ncols, int64 offset, int n,
+		  const char *run_id, const char *created_at)
+{
+	char	  **cells = load_cells(cols, ncols, offset, n);
+	ReplayPage	   *page = palloc(sizeof(ReplayPage));
+
+	page->start = palloc(sizeof(int) * (n + 1));
+	initStringInfo(&page->text);
+	for (int i = 0; i < n; i++)
+	{
+		page->start[i] = page->text.len;
+		appendStringInfoChar(&page->text, '{');
+		for (int c = 0; c < ncols; c++)
+		{
+			const char *cell = cells[i * ncols + c];
+
+			if (cols[c].is_run_stamp)
+				continue;
+			appendStringInfoString(&page->text, cols[c].name_json);
+			appendStringInfoChar(&page->text, ':');
+			appendStringInfoString(&page->text, cell ? cell : "null");
+			appendStringInfoChar(&page->text, ',');
+		}
+		appendStringInfo(&page->text, "\"run_id\":\"%s\",\"run_created_at\":\"%s\"}",
+						 run_id, created_at);
+	}
+	page->start[n] = page->text.len;
+	return page;
+}
+
+/* ReplayPage rows [from, to) as a JSON list. */
+static void
+append_rows(StringInfo buf, const ReplayPage *page, int from, int to)
+{
+	appendStringInfoChar(buf, '[');
+	for (int i = from; i < to; i++)
+	{
+		if (i > from)
+			appendStringInfoChar(buf, ',');
+		appendBinaryStringInfo(buf, page->text.data + page->start[i],
+							   page->start[i + 1] - page->start[i]);
+	}
+	appendStringInfoChar(buf, ']');
 }
 
 static Column *
@@ -700,6 +764,7 @@ load_columns(const char *state_id, int *ncols)
 {
 	Datum		args[1] = {CStringGetTextDatum(state_id)};
 	Column	   *cols;
+	StringInfoData name;
 
 	run_plan(PLAN_COLUMNS, args, 0);
 	*ncols = (int) SPI_processed;
@@ -712,8 +777,39 @@ load_columns(const char *state_id, int *ncols)
 		cols[i].name = column_text(i, 2);
 		/* exact lower-case, as ism-db */
 		cols[i].is_json = type && strcmp(type, "json") == 0;
+		cols[i].is_run_stamp = strcmp(cols[i].name, "run_id") == 0 ||
+			strcmp(cols[i].name, "run_created_at") == 0;
+		initStringInfo(&name);
+		ism_json_append_string(&name, cols[i].name, strlen(cols[i].name));
+		cols[i].name_json = name.data;
 	}
 	return cols;
+}
+
+/* A message of a replay: the envelope and entries [from, to) of the page (or none). */
+static Outcome
+publish_replay(Inbound *in, const IsmRoute *r, const char *subject, const char *route_id,
+			   const ReplayPage *page, int from, int to)
+{
+	StringInfoData body;
+
+	initStringInfo(&body);
+	append_envelope(&body, in, true, route_id, NULL);
+	if (page)
+		append_rows(&body, page, from, to);
+	else
+		appendStringInfoString(&body, "[]");
+	appendStringInfoChar(&body, '}');
+	return publish(in, r, subject, &body, NULL);
+}
+
+/* The first row of a page as a tree: the partition key's data (upstream). */
+static IsmJson *
+first_row(const ReplayPage *page)
+{
+	char	   *error;
+
+	return ism_json_parse(page->text.data, page->start[1], &error);
 }
 
 /* §3.3: replay a whole state through a route, page by page */
@@ -731,7 +827,7 @@ query_state_route(Inbound *in)
 	int			ncols;
 	char		run_id[9];
 	char		created_at[40];
-	cJSON	   *context = cJSON_GetObjectItemCaseSensitive(in->root, "context");
+	IsmJson    *context = ism_json_get(in->root, "context");
 	MemoryContext page_context;
 	MemoryContext outer;
 	char		err[512];
@@ -752,13 +848,10 @@ query_state_route(Inbound *in)
 		char	   *key = ism_partition_key(p.concurrency_mode, p.concurrency_expression,
 											p.project_id, route_id, context, NULL);
 		char	   *subject = outbound_subject(in, r, key);
-		cJSON	   *body;
 
 		if (subject == NULL)
 			return OUTCOME_PERMANENT;
-		body = envelope(in, true, route_id, NULL);
-		cJSON_AddItemToObject(body, "query_state", cJSON_CreateArray());
-		return publish(in, r, subject, body, NULL);
+		return publish_replay(in, r, subject, route_id, NULL, 0, 0);
 	}
 	if (ncols == 0)
 	{
@@ -774,7 +867,7 @@ query_state_route(Inbound *in)
 	for (int64 offset = 0; offset < count; offset += p.max_batch_size)
 	{
 		int			n = (int) Min(count - offset, (int64) p.max_batch_size);
-		cJSON	  **rows;
+		ReplayPage	   *page;
 		char	   *key;
 		char	   *subject;
 		Outcome		o = OUTCOME_DONE;
@@ -782,29 +875,16 @@ query_state_route(Inbound *in)
 		if (worker_stopping())
 			return retry(in, "stopping in the middle of a replay");
 		outer = MemoryContextSwitchTo(page_context);
-		rows = load_page(cols, ncols, offset, n);
-		for (int i = 0; i < n; i++)
-		{
-			cJSON_DeleteItemFromObjectCaseSensitive(rows[i], "run_id");
-			cJSON_DeleteItemFromObjectCaseSensitive(rows[i], "run_created_at");
-			cJSON_AddStringToObject(rows[i], "run_id", run_id);
-			cJSON_AddStringToObject(rows[i], "run_created_at", created_at);
-		}
+		page = load_page(cols, ncols, offset, n, run_id, created_at);
 		/* the page's first row decides the partition key (upstream) */
 		key = ism_partition_key(p.concurrency_mode, p.concurrency_expression,
-								p.project_id, route_id, context, rows[0]);
+								p.project_id, route_id, context, first_row(page));
 		subject = outbound_subject(in, r, key);
 		if (subject == NULL)
 			o = OUTCOME_PERMANENT;
 		for (int start = 0; o == OUTCOME_DONE && start < n; start += p.max_batch_limit)
-		{
-			cJSON	   *body = envelope(in, true, route_id, NULL);
-			cJSON	   *chunk = cJSON_AddArrayToObject(body, "query_state");
-
-			for (int i = start; i < n && i < start + p.max_batch_limit; i++)
-				cJSON_AddItemToArray(chunk, rows[i]);
-			o = publish(in, r, subject, body, NULL);
-		}
+			o = publish_replay(in, r, subject, route_id, page, start,
+							   Min(n, start + p.max_batch_limit));
 		MemoryContextSwitchTo(outer);
 		MemoryContextReset(page_context);
 		if (o != OUTCOME_DONE)
@@ -821,13 +901,12 @@ query_state_route(Inbound *in)
 static Outcome
 dispatch(Inbound *in)
 {
-	cJSON	   *type = cJSON_GetObjectItemCaseSensitive(in->root, "type");
+	IsmJson    *type = ism_json_get(in->root, "type");
 
-	if (type == NULL || cJSON_IsNull(type))
+	if (type == NULL || type->type == ISM_JSON_NULL)
 		return fail(in, false, "message has no \"type\"");
-	if (!cJSON_IsString(type))
+	if ((in->type = ism_json_cstring(type)) == NULL)
 		return fail(in, false, "\"type\" must be a string");
-	in->type = type->valuestring;
 
 	if (strcmp(in->type, "query_state_entry") == 0)
 		return query_state_entry(in);
@@ -873,28 +952,19 @@ static Outcome
 parse(Inbound *in)
 {
 	IsmMessage *m = in->msg;
-	cJSON	   *route_id;
+	char	   *error;
 
 	if (m->len > ism_max_message_bytes)
 		return fail(in, false, "message is %d bytes, more than ism_state.max_message_bytes (%d)",
 					m->len, ism_max_message_bytes);
 	if (!pg_verify_mbstr(PG_UTF8, m->data, m->len, true))
 		return fail(in, false, "message is not valid UTF-8");
-	in->root = cJSON_ParseWithLengthOpts(m->data, m->len, NULL, false);
+	in->root = ism_json_parse(m->data, m->len, &error);
 	if (in->root == NULL)
-	{
-		const char *at = cJSON_GetErrorPtr();
-
-		return fail(in, false, "message is not valid JSON (at byte %d)",
-					at ? (int) (at - m->data) : 0);
-	}
-	if (!cJSON_IsObject(in->root))
+		return fail(in, false, "message is %s", error);
+	if (in->root->type != ISM_JSON_OBJECT)
 		return fail(in, false, "message is not a JSON object");
-	if (!ism_json_all_finite(in->root))
-		return fail(in, false, "message has a number beyond double precision");
-	route_id = cJSON_GetObjectItemCaseSensitive(in->root, "route_id");
-	if (cJSON_IsString(route_id))
-		in->route_id = route_id->valuestring;
+	in->route_id = ism_json_cstring(ism_json_get(in->root, "route_id"));
 	return OUTCOME_DONE;
 }
 

@@ -16,9 +16,11 @@
  *
  * Rows go in through PostgreSQL's COPY machinery, fed from memory.  Values
  * are written as TEXT by default, as upstream: strings as they are, numbers
- * and booleans in their JSON form, objects and arrays as compact JSON
- * (upstream could not write those), null as NULL; "columnTypes": "infer"
- * types new columns (column_types.c).  A batch remembers its table's
+ * as their literal as sent and booleans in their JSON form, objects and
+ * arrays as compact JSON (upstream could not write those), null as NULL;
+ * "columnTypes": "infer" types new columns (column_types.c).  A record
+ * whose string (or key) holds a \u0000 is dead-lettered: text cannot hold
+ * it, and it is not cut.  A batch remembers its table's
  * columns, so a flush whose keys are known needs no catalog lookup.
  *
  * This file has the consume loop and the messages' way into their batches;
@@ -31,8 +33,6 @@
 
 #include <malloc.h>
 
-#include <cjson/cJSON.h>
-
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
@@ -44,6 +44,7 @@
 #include "writer.h"
 #include "applied.h"
 #include "claims.h"
+#include "copy_text.h"
 #include "jetstream.h"
 #include "json.h"
 #include "log_limit.h"
@@ -79,7 +80,6 @@ ism_writer_init(void)
 	 */
 	mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
 	mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024);
-	ism_json_init();
 	writer_context = AllocSetContextCreate(TopMemoryContext, "ism_state writer",
 										   ALLOCSET_DEFAULT_SIZES);
 	ism_writer_flush_init(writer_context);
@@ -398,10 +398,10 @@ batch_for(const char *processor_id, const TableConfig *config)
 
 /* Queue m, its records stamped as its batch's table asks, in its batch. */
 static void
-queue_message(Batch *b, IsmMessage *m, char *route_id, cJSON *records)
+queue_message(Batch *b, IsmMessage *m, char *route_id, IsmJson *records)
 {
 	MemoryContext old;
-	cJSON	   *record;
+	IsmJson    *record;
 	Pending    *p;
 	char	   *stamp = NULL;
 
@@ -413,21 +413,18 @@ queue_message(Batch *b, IsmMessage *m, char *route_id, cJSON *records)
 	p->route_id = route_id;
 	if (b->config.include_timestamp)
 		stamp = timestamp_now();
-	cJSON_ArrayForEach(record, records)
+	ism_json_foreach(record, records)
 	{
-		cJSON	   *row = record;
+		IsmJson    *row = record;
 
-		if (cJSON_IsNull(record))
+		if (record->type == ISM_JSON_NULL)
 		{
 			if (!stamp)
 				continue;
-			row = cJSON_CreateObject();	/* a row with just _timestamp */
+			row = ism_json_make_object();	/* a row with just _timestamp */
 		}
 		if (stamp)
-		{
-			cJSON_DeleteItemFromObjectCaseSensitive(row, "_timestamp");
-			cJSON_AddStringToObject(row, "_timestamp", stamp);
-		}
+			ism_json_set(row, "_timestamp", ism_json_make_string(stamp));
 		p->records = lappend(p->records, row);
 	}
 	if (b->pending == NIL)
@@ -441,14 +438,50 @@ queue_message(Batch *b, IsmMessage *m, char *route_id, cJSON *records)
 	b->last_used = GetCurrentTimestamp();
 }
 
+/*
+ * Why the message's records cannot be queued: one that is not an object
+ * (or null), or one holding NUL where it would have to be stored (see
+ * ism_record_nul_error).  NULL when they can.
+ */
+static char *
+records_error(const IsmJson *records)
+{
+	const IsmJson *record;
+
+	ism_json_foreach(record, records)
+	{
+		char	   *error;
+
+		if (record->type != ISM_JSON_NULL && record->type != ISM_JSON_OBJECT)
+			return "every record in \"query_state\" must be an object";
+		if ((record->flags & ISM_JSON_NUL) && (error = ism_record_nul_error(record)) != NULL)
+			return error;
+	}
+	return NULL;
+}
+
+/*
+ * The message as a tree, in the message's memory context, over a copy of
+ * its text there: the tree points into its text (json.c), and a batch
+ * keeps the tree past the delivery it came with (see took_redelivery).
+ */
+static IsmJson *
+parse_message(IsmMessage *m, char **error)
+{
+	char	   *text = palloc(m->len + 1);
+
+	memcpy(text, m->data, m->len);
+	text[m->len] = '\0';
+	return ism_json_parse(text, m->len, error);
+}
+
 /* Parse and queue one message; settles it itself when it cannot be queued. */
 static void
 add_message(IsmMessage *m)
 {
-	cJSON	   *root;
-	cJSON	   *route;
-	cJSON	   *records;
-	cJSON	   *record;
+	IsmJson    *root;
+	IsmJson    *route;
+	IsmJson    *records;
 	Resolve		r = {0};
 	TableConfig config;
 	char	   *error = NULL;
@@ -460,19 +493,20 @@ add_message(IsmMessage *m)
 													m->len, ism_max_message_bytes));
 	if (!pg_verify_mbstr(PG_UTF8, m->data, m->len, true))
 		return ism_writer_give_up(m, NULL, "message is not valid UTF-8");
-	root = cJSON_ParseWithLengthOpts(m->data, m->len, NULL, false);
-	if (!cJSON_IsObject(root))
-		return ism_writer_give_up(m, NULL, root ? "message is not a JSON object" : "message is not valid JSON");
-	if (!ism_json_all_finite(root))
-		return ism_writer_give_up(m, NULL, "message has a number beyond double precision");
-	route = cJSON_GetObjectItem(root, "route_id");	/* any case, as Go */
-	if (!cJSON_IsString(route))
+	root = parse_message(m, &error);
+	if (root == NULL)
+		return ism_writer_give_up(m, NULL, psprintf("message is %s", error));
+	if (root->type != ISM_JSON_OBJECT)
+		return ism_writer_give_up(m, NULL, "message is not a JSON object");
+	/* Go's encoding/json (upstream): any case, the last of several */
+	route = ism_json_get_fold(root, "route_id");
+	if (ism_json_cstring(route) == NULL)
 		return ism_writer_give_up(m, NULL, "message without a \"route_id\" string");
-	records = cJSON_GetObjectItem(root, "query_state");
-	if (records && !cJSON_IsNull(records) && !cJSON_IsArray(records))
-		return ism_writer_give_up(m, route->valuestring, "\"query_state\" must be a list of records");
+	records = ism_json_get_fold(root, "query_state");
+	if (records && records->type != ISM_JSON_NULL && records->type != ISM_JSON_ARRAY)
+		return ism_writer_give_up(m, route->str, "\"query_state\" must be a list of records");
 
-	r.route_id = route->valuestring;
+	r.route_id = route->str;
 	if (!ism_run_in_transaction(resolve_processor, &r, err, sizeof(err)))
 	{
 		/* a database error: try again later */
@@ -489,14 +523,13 @@ add_message(IsmMessage *m)
 
 	b = batch_for(r.processor_id, &config);
 
-	cJSON_ArrayForEach(record, records)
-		if (!cJSON_IsNull(record) && !cJSON_IsObject(record))
-			return ism_writer_give_up(m, r.route_id, "every record in \"query_state\" must be an object");
+	if ((error = records_error(records)) != NULL)
+		return ism_writer_give_up(m, r.route_id, error);
 
 	if (m->from_stream && m->deliveries > 1 && took_redelivery(b, m))
 		return;
 
-	queue_message(b, m, route->valuestring, records);
+	queue_message(b, m, (char *) route->str, records);
 }
 
 /*

@@ -9,8 +9,6 @@
  */
 #include "postgres.h"
 
-#include <cjson/cJSON.h>
-
 #include "common/hashfn.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -65,15 +63,17 @@ ism_writer_batches_init(MemoryContext context)
 
 /*
  * The table settings from processor.properties (§3.1), with upstream's
- * defaults for absent keys and its meaning for explicit nulls.  false with
- * *error on a wrong type.
+ * defaults for absent keys and its meaning for explicit nulls.  Keys are
+ * matched as Go's encoding/json matches them (any case; the last of
+ * several).  false with *error on a wrong type.
  */
 bool
 ism_writer_table_config(const char *processor_id, const char *props_text,
 						TableConfig *c, char **error)
 {
-	cJSON	   *props = props_text ? cJSON_Parse(props_text) : NULL;
-	cJSON	   *v;
+	char	   *parse_error;
+	IsmJson    *props = props_text ? ism_json_parse(props_text, strlen(props_text), &parse_error) : NULL;
+	IsmJson    *v;
 	const char *table_name = DEFAULT_TABLE_NAME;
 
 	c->batch_size = DEFAULT_BATCH_SIZE;
@@ -81,27 +81,25 @@ ism_writer_table_config(const char *processor_id, const char *props_text,
 	c->include_timestamp = true;
 	c->infer_types = false;
 	c->index_columns = NIL;
-	if (props_text && !cJSON_IsObject(props))
+	if (props_text && !ism_json_is(props, ISM_JSON_OBJECT))
 	{
 		*error = psprintf("processor %s: properties are not a JSON object", processor_id);
 		return false;
 	}
 
-	if ((v = cJSON_GetObjectItem(props, "tableName")) != NULL)
+	if ((v = ism_json_get_fold(props, "tableName")) != NULL)
 	{
-		if (cJSON_IsNull(v))
+		if (v->type == ISM_JSON_NULL)
 			table_name = NULL;
-		else if (!cJSON_IsString(v))
+		else if ((table_name = ism_json_cstring(v)) == NULL)
 		{
 			*error = psprintf("processor %s: property \"tableName\" must be a string", processor_id);
 			return false;
 		}
-		else
-			table_name = v->valuestring;
 	}
-	if ((v = cJSON_GetObjectItem(props, "batchSize")) != NULL)
+	if ((v = ism_json_get_fold(props, "batchSize")) != NULL)
 	{
-		if (cJSON_IsNull(v))
+		if (v->type == ISM_JSON_NULL)
 			c->batch_size = 0;
 		else if (!ism_json_whole_int(v, &c->batch_size))
 		{
@@ -111,9 +109,9 @@ ism_writer_table_config(const char *processor_id, const char *props_text,
 		else
 			c->batch_size = Max(c->batch_size, 1);
 	}
-	if ((v = cJSON_GetObjectItem(props, "batchWindowTTL")) != NULL)
+	if ((v = ism_json_get_fold(props, "batchWindowTTL")) != NULL)
 	{
-		if (cJSON_IsNull(v))
+		if (v->type == ISM_JSON_NULL)
 			c->window_s = -1;
 		else if (!ism_json_whole_int(v, &c->window_s) || c->window_s < 0)
 		{
@@ -122,45 +120,46 @@ ism_writer_table_config(const char *processor_id, const char *props_text,
 			return false;
 		}
 	}
-	if ((v = cJSON_GetObjectItem(props, "includeTimestamp")) != NULL)
+	if ((v = ism_json_get_fold(props, "includeTimestamp")) != NULL)
 	{
-		if (cJSON_IsNull(v))
+		if (v->type == ISM_JSON_NULL)
 			c->include_timestamp = false;
-		else if (!cJSON_IsBool(v))
+		else if (v->type != ISM_JSON_TRUE && v->type != ISM_JSON_FALSE)
 		{
 			*error = psprintf("processor %s: property \"includeTimestamp\" must be a boolean", processor_id);
 			return false;
 		}
 		else
-			c->include_timestamp = cJSON_IsTrue(v);
+			c->include_timestamp = v->type == ISM_JSON_TRUE;
 	}
-	if ((v = cJSON_GetObjectItem(props, "columnTypes")) != NULL && !cJSON_IsNull(v))
+	if ((v = ism_json_get_fold(props, "columnTypes")) != NULL && v->type != ISM_JSON_NULL)
 	{
-		if (!cJSON_IsString(v) ||
-			(strcmp(v->valuestring, "text") != 0 && strcmp(v->valuestring, "infer") != 0))
+		const char *mode = ism_json_cstring(v);
+
+		if (mode == NULL || (strcmp(mode, "text") != 0 && strcmp(mode, "infer") != 0))
 		{
 			*error = psprintf("processor %s: property \"columnTypes\" must be \"text\" or \"infer\"", processor_id);
 			return false;
 		}
-		c->infer_types = strcmp(v->valuestring, "infer") == 0;
+		c->infer_types = strcmp(mode, "infer") == 0;
 	}
-	if ((v = cJSON_GetObjectItem(props, "indexColumns")) != NULL && !cJSON_IsNull(v))
+	if ((v = ism_json_get_fold(props, "indexColumns")) != NULL && v->type != ISM_JSON_NULL)
 	{
-		cJSON	   *col;
+		IsmJson    *col;
 
-		if (!cJSON_IsArray(v))
+		if (v->type != ISM_JSON_ARRAY)
 		{
 			*error = psprintf("processor %s: property \"indexColumns\" must be a list of keys", processor_id);
 			return false;
 		}
-		cJSON_ArrayForEach(col, v)
+		ism_json_foreach(col, v)
 		{
-			if (!cJSON_IsString(col))
+			if (ism_json_cstring(col) == NULL)
 			{
 				*error = psprintf("processor %s: property \"indexColumns\" must be a list of keys", processor_id);
 				return false;
 			}
-			c->index_columns = lappend(c->index_columns, pstrdup(col->valuestring));
+			c->index_columns = lappend(c->index_columns, pstrdup(col->str));
 		}
 	}
 	c->table = ism_table_name(processor_id, table_name);

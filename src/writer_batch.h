@@ -30,7 +30,7 @@ typedef struct Pending
 {
 	IsmMessage	msg;
 	char	   *route_id;
-	List	   *records;		/* of cJSON * (objects) */
+	List	   *records;		/* of IsmJson * (objects) */
 	TimestampTz alive_at;		/* delivered, or last told "in progress" */
 } Pending;
 
@@ -68,6 +68,7 @@ typedef struct Flush
 	char	   *error;			/* why the flush failed, if it did */
 	int			sqlstate;
 	int			ddl;			/* DDL statements run */
+	bool		widened;		/* a column's type is changed */
 	int64		write_us;		/* time in write_pending */
 } Flush;
 

@@ -12,8 +12,6 @@
  */
 #include "postgres.h"
 
-#include <cjson/cJSON.h>
-
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "pgstat.h"
@@ -60,28 +58,32 @@ publish_status(const char *route_id, const char *status, const char *exception,
 {
 	RouteLookupResult result;
 	const IsmRoute *monitor = ism_route_cache_resolve(MONITOR_SELECTOR, &result);
-	cJSON	   *body;
-	char	   *text;
+	StringInfoData body;
 	char		err[512];
 	bool		jetstream;
 
 	if (monitor == NULL)
 		return;
-	body = cJSON_CreateObject();
-	cJSON_AddStringToObject(body, "type", "models");
-	cJSON_AddItemToObject(body, "route_id",
-						  route_id ? cJSON_CreateString(route_id) : cJSON_CreateNull());
-	cJSON_AddStringToObject(body, "status", status);
+	initStringInfo(&body);
+	appendStringInfoString(&body, "{\"type\":\"models\",\"route_id\":");
+	if (route_id)
+		ism_json_append_string(&body, route_id, strlen(route_id));
+	else
+		appendStringInfoString(&body, "null");
+	appendStringInfoString(&body, ",\"status\":");
+	ism_json_append_string(&body, status, strlen(status));
 	if (exception)
-		cJSON_AddStringToObject(body, "exception", exception);
-	cJSON_AddNullToObject(body, "data");
-	text = ism_json_print(body);
+	{
+		appendStringInfoString(&body, ",\"exception\":");
+		ism_json_append_string(&body, exception, strlen(exception));
+	}
+	appendStringInfoString(&body, ",\"data\":null}");
 	/* JetStream by core-go's rule, as the Go service (route.go JetStreamEnabled) */
 	jetstream = monitor->queue != NULL;
 	if (jetstream &&
 		!ism_nats_ensure_stream(monitor->name, monitor->subject, err, sizeof(err)))
 		ereport(WARNING, (errmsg("ism_state writer: status not sent: %s", err)));
-	else if (!ism_nats_publish(monitor->selector, monitor->subject, text, strlen(text), msg_id,
+	else if (!ism_nats_publish(monitor->selector, monitor->subject, body.data, body.len, msg_id,
 							   jetstream, err, sizeof(err)))
 		ereport(WARNING, (errmsg("ism_state writer: status not sent: %s", err)));
 }
@@ -101,12 +103,12 @@ keys_of(List *pending)
 
 		foreach(rc, ((Pending *) lfirst(lc))->records)
 		{
-			cJSON	   *field;
+			IsmJson    *field;
 			int			pos = 0;
 
-			cJSON_ArrayForEach(field, (cJSON *) lfirst(rc))
-				if (ism_column_index(keys, pos++, field->string) < 0)
-				keys = lappend(keys, field->string);
+			ism_json_foreach(field, (IsmJson *) lfirst(rc))
+				if (ism_column_index(keys, pos++, field->key) < 0)
+				keys = lappend(keys, (char *) field->key);
 		}
 	}
 	return keys;

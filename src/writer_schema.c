@@ -11,12 +11,11 @@
  */
 #include "postgres.h"
 
-#include <cjson/cJSON.h>
-
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 
 #include "writer_schema.h"
@@ -26,25 +25,26 @@
 #include "settings.h"
 #include "writer_batch.h"
 
-/* What each key's values ask for (ISM_COL_NONE: only nulls). */
-static IsmColumnType *
+/* Per key, the types that hold all its values exactly (ISM_TYPES_ANY: only nulls). */
+static IsmTypeSet *
 value_types(Flush *f, List *rows)
 {
-	IsmColumnType *types = palloc0(sizeof(IsmColumnType) * list_length(f->keys));
+	int			nkeys = list_length(f->keys);
+	IsmTypeSet *types = palloc(sizeof(IsmTypeSet) * nkeys);
 	ListCell   *lc;
 
+	for (int k = 0; k < nkeys; k++)
+		types[k] = ISM_TYPES_ANY;
 	foreach(lc, rows)
 	{
-		cJSON	   *field;
+		IsmJson    *field;
 		int			pos = 0;
 
-		cJSON_ArrayForEach(field, (cJSON *) lfirst(lc))
+		ism_json_foreach(field, (IsmJson *) lfirst(lc))
 		{
-			int			k = ism_column_index(f->keys, pos++, field->string);
+			int			k = ism_column_index(f->keys, pos++, field->key);
 
-			types[k] = ism_column_type_merge(types[k],
-											 ism_value_column_type(field->string, field,
-																   f->batch->config.infer_types));
+			types[k] &= ism_value_types(field->key, field, f->batch->config.infer_types);
 		}
 	}
 	return types;
@@ -96,7 +96,7 @@ read_columns(Flush *f, const char *qualified, char **colnames, bool *have,
  */
 static char *
 plan_ddl(Flush *f, const char *qualified, bool table_exists, char **colnames,
-		 const bool *have, const IsmColumnType *wanted)
+		 const bool *have, const IsmTypeSet *wanted)
 {
 	bool		infer = f->batch->config.infer_types;
 	StringInfoData ddl;
@@ -114,9 +114,7 @@ plan_ddl(Flush *f, const char *qualified, bool table_exists, char **colnames,
 		 */
 		if (have[k] && (!infer || type == ISM_COL_OTHER))
 			continue;
-		type = ism_column_type_merge(type, wanted[k]);
-		if (type == ISM_COL_NONE)
-			type = ISM_COL_TEXT;	/* only nulls so far */
+		type = infer ? ism_column_type_widened(type, wanted[k]) : ISM_COL_TEXT;
 		if (!table_exists)
 			appendStringInfo(&ddl, "%s%s %s",
 							 ddl.len ? ", " : psprintf("CREATE TABLE IF NOT EXISTS %s (", qualified),
@@ -126,9 +124,13 @@ plan_ddl(Flush *f, const char *qualified, bool table_exists, char **colnames,
 							 ddl.len ? ", " : psprintf("ALTER TABLE %s ", qualified),
 							 col, ism_column_type_sql(type));
 		else if (type != f->types[k])
-			appendStringInfo(&ddl, "%sALTER COLUMN %s TYPE %s USING %s::%s",
+		{
+			/* through text: exact for every widening (see widening_exactly) */
+			appendStringInfo(&ddl, "%sALTER COLUMN %s TYPE %s USING %s::text::%s",
 							 ddl.len ? ", " : psprintf("ALTER TABLE %s ", qualified),
 							 col, ism_column_type_sql(type), col, ism_column_type_sql(type));
+			f->widened = true;
+		}
 		f->types[k] = type;
 		f->type_sql[k] = (char *) ism_column_type_sql(type);
 	}
@@ -138,11 +140,25 @@ plan_ddl(Flush *f, const char *qualified, bool table_exists, char **colnames,
 }
 
 /*
+ * A column is widened through its text (plan_ddl): a double precision
+ * value's text is its shortest exact decimal only while extra_float_digits
+ * is above 0 (PostgreSQL's default, 1, which a database or role may have
+ * changed); the cast to numeric straight from double precision keeps 15
+ * digits.  So the flush sets it for its transaction.
+ */
+static void
+widening_exactly(void)
+{
+	(void) set_config_option("extra_float_digits", "1", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/*
  * The batch's cached columns, when they hold every key with a type that
  * takes its values: then the table needs no change and no catalog lookup.
  */
 static bool
-cached_columns_fit(Flush *f, char **colnames, const IsmColumnType *wanted)
+cached_columns_fit(Flush *f, char **colnames, const IsmTypeSet *wanted)
 {
 	Batch	   *b = f->batch;
 
@@ -158,7 +174,7 @@ cached_columns_fit(Flush *f, char **colnames, const IsmColumnType *wanted)
 
 			if (strcmp(lfirst(lc), colnames[k]) != 0)
 				continue;
-			if (b->config.infer_types && ism_column_type_merge(type, wanted[k]) != type)
+			if (b->config.infer_types && ism_column_type_widened(type, wanted[k]) != type)
 				return false;
 			f->types[k] = type;
 			f->type_sql[k] = list_nth(b->column_type_sql, i);
@@ -223,7 +239,7 @@ ism_writer_ensure_columns(Flush *f)
 	char	   *qualified = psprintf("%s.%s", quote_identifier(ism_data_schema),
 									 quote_identifier(b->config.table));
 	int			nkeys = list_length(f->keys);
-	IsmColumnType *wanted = value_types(f, ism_writer_records_to_apply(f));
+	IsmTypeSet *wanted = value_types(f, ism_writer_records_to_apply(f));
 	char	  **colnames = palloc(sizeof(char *) * nkeys);
 	bool	   *have = palloc(sizeof(bool) * nkeys);
 	List	   *existing;
@@ -253,6 +269,8 @@ ism_writer_ensure_columns(Flush *f)
 		table_exists = read_columns(f, qualified, colnames, have, &existing);
 		ddl = plan_ddl(f, qualified, table_exists, colnames, have, wanted);
 	}
+	if (f->widened)
+		widening_exactly();
 	if (ddl != NULL && SPI_execute(ddl, false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not create or change %s", qualified);
 	f->ddl += ddl != NULL;

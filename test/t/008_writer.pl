@@ -92,7 +92,7 @@ my $evil_table = 'x"; DROP TABLE processor; --' . ('y' x 200);
 props({ tableName => $evil_table, batchSize => 1 });
 my @keys = ('a"b', '?', '@id', 'ünïcødé', 'x; DROP TABLE state; --', 'k' x 200, '');
 # the file's bytes are UTF-8 and go to SQL as they are; in JSON the
-# non-ASCII key is written as \u escapes, which cJSON turns into UTF-8
+# non-ASCII key is written as \u escapes, which the writer decodes to UTF-8
 my $body = $json->encode({ route_id => $r2,
 		query_state => [ { map { ($_ eq 'ünïcødé' ? 'UNICODE_KEY' : $_) => "v" } @keys } ] });
 $body =~ s/UNICODE_KEY/\\u00fcn\\u00efc\\u00f8d\\u00e9/;
