@@ -28,7 +28,6 @@
 #include <ctype.h>
 #include <math.h>
 
-#include "common/shortest_dec.h"
 #include "lib/stringinfo.h"
 
 #include "partition.h"
@@ -167,16 +166,77 @@ from_json(const IsmJson *item, Value *v)
 	return true;
 }
 
+static void
+append_zeros(StringInfo buf, int n)
+{
+	for (int i = 0; i < n; i++)
+		appendStringInfoChar(buf, '0');
+}
+
 /*
- * A float as Python's repr() prints it: the shortest digits that read back
- * as the same double (Ryu, as Python's), in fixed notation from 1e-4 up to
- * 1e16 (with ".0" when whole), in exponent notation beyond (1e+16, 1e-05).
+ * The decimal p digits long after the one in buf ("-d.ddde+XX", as %e
+ * prints it): its last digit one up, carried.
+ */
+static void
+next_decimal_up(char *buf, int p)
+{
+	char	   *e = strchr(buf, 'e');
+	char	   *d;
+	char		sign = buf[0] == '-' ? '-' : 0;
+	int			exponent = atoi(e + 1);
+
+	for (d = e - 1; d >= buf; d--)
+	{
+		if (*d == '.')
+			continue;
+		if (*d == '-')
+			break;
+		if (*d != '9')
+		{
+			(*d)++;
+			return;
+		}
+		*d = '0';
+	}
+	/* 9.99 up is 10.0: one digit more before the point, so 1.00 and the exponent up */
+	snprintf(buf, 64, "%s1%s%.*se%d", sign ? "-" : "", p > 1 ? "." : "", p - 1,
+			 "0000000000000000", exponent + 1);
+}
+
+/*
+ * The fewest digits that read back as d, as Python's repr() finds them
+ * (David Gay's shortest, which takes a decimal on the edge of d's
+ * interval when d's mantissa is even; PostgreSQL's Ryu does not, and
+ * prints 2.1289925910560488e+16 where Python prints
+ * 2.128992591056049e+16): for p = 1, 2, ... the p-digit decimal nearest
+ * d, or the one above it (a power of two's interval is narrower below),
+ * the first that strtod reads back as d.  Into buf as %e prints it.
+ */
+static void
+python_shortest(double d, char *buf)
+{
+	for (int p = 1; p <= 17; p++)
+	{
+		snprintf(buf, 64, "%.*e", p - 1, d);
+		if (strtod(buf, NULL) == d)
+			return;
+		next_decimal_up(buf, p);
+		if (strtod(buf, NULL) == d)
+			return;
+	}
+	snprintf(buf, 64, "%.16e", d);
+}
+
+/*
+ * A float as Python's repr() prints it: its shortest digits (above), in
+ * fixed notation from 1e-4 up to 1e16 (with ".0" when whole), in exponent
+ * notation beyond (1e+16, 1e-05).
  */
 static char *
 python_float_text(double d)
 {
-	char		shortest[DOUBLE_SHORTEST_DECIMAL_LEN];
-	char		digits[DOUBLE_SHORTEST_DECIMAL_LEN];
+	char		shortest[64];
+	char		digits[64];
 	IsmNumber	n;
 	StringInfoData out;
 	int			point;
@@ -185,9 +245,9 @@ python_float_text(double d)
 		return pstrdup("nan");
 	if (isinf(d))
 		return pstrdup(d < 0 ? "-inf" : "inf");
-	double_to_shortest_decimal_buf(d, shortest);
+	python_shortest(d, shortest);
 	if (!ism_number_read(shortest, strlen(shortest), &n))
-		return pstrdup(shortest);	/* not reached: Ryu prints JSON numbers */
+		return pstrdup(shortest);	/* not reached: %e prints JSON numbers */
 	if (n.zero)
 		return pstrdup(signbit(d) ? "-0.0" : "0.0");
 	ism_number_digits(&n, digits);
@@ -203,9 +263,17 @@ python_float_text(double d)
 		appendStringInfo(&out, "e%c%02d", point - 1 < 0 ? '-' : '+', abs(point - 1));
 	}
 	else if (point <= 0)
-		appendStringInfo(&out, "0.%0*d%s", -point, 0, digits);
+	{
+		appendStringInfoString(&out, "0.");
+		append_zeros(&out, -point);
+		appendStringInfoString(&out, digits);
+	}
 	else if (point >= n.nsig)
-		appendStringInfo(&out, "%s%0*d.0", digits, point - n.nsig, 0);
+	{
+		appendStringInfoString(&out, digits);
+		append_zeros(&out, point - n.nsig);
+		appendStringInfoString(&out, ".0");
+	}
 	else
 		appendStringInfo(&out, "%.*s.%s", point, digits, digits + point);
 	return out.data;

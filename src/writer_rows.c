@@ -27,6 +27,7 @@
 #include "copy_text.h"
 #include "ident.h"
 #include "jetstream.h"
+#include "json.h"
 #include "settings.h"
 #include "writer_batch.h"
 
@@ -153,6 +154,37 @@ insert_rows(Flush *f, Relation rel, const char *qualified, List *columns)
 	SPI_freeplan(plan);
 }
 
+/*
+ * jsonb refuses \u0000, which a text column takes as JSON text: a record
+ * holding one in a value for a jsonb column (the writer's, which it does
+ * not make for such values, or one made beforehand) is refused naming its
+ * key, as the writer refuses NUL in a string (copy_text.c).
+ */
+static void
+refuse_nul_for_jsonb(Flush *f, List *rows)
+{
+	ListCell   *kc;
+
+	foreach(kc, f->keys)
+	{
+		int			k = foreach_current_index(kc);
+		ListCell   *rc;
+
+		if (strcmp(f->type_sql[k], "jsonb") != 0)
+			continue;
+		foreach(rc, rows)
+		{
+			IsmJson    *v = ism_json_get(lfirst(rc), lfirst(kc));
+
+			if (v && (v->flags & ISM_JSON_NUL))
+				ereport(ERROR,
+						(errcode(ERRCODE_UNTRANSLATABLE_CHARACTER),
+						 errmsg("record key %.*s: its value holds \\u0000, which its jsonb column cannot hold",
+								v->key_text_len, v->key_text)));
+		}
+	}
+}
+
 /* The records of the messages to apply, into their table. */
 void
 ism_writer_write_rows(Flush *f)
@@ -166,6 +198,7 @@ ism_writer_write_rows(Flush *f)
 
 	foreach(lc, f->keys)
 		columns = lappend(columns, makeString(ism_identifier(lfirst(lc), strlen(lfirst(lc)))));
+	refuse_nul_for_jsonb(f, ism_writer_records_to_apply(f));
 	CommandCounterIncrement();	/* see the DDL just done */
 	rel = table_openrv(rv, RowExclusiveLock);
 	if (check_enable_rls(RelationGetRelid(rel), InvalidOid, false) == RLS_ENABLED)

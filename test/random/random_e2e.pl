@@ -40,9 +40,9 @@
 #   2. every message is either wholly in one table, each record once, with
 #      its "s" unchanged, or in ism_state.dead_letter once with a reason -
 #      never both, never neither; messages that cannot be written (bad
-#      records, unknown routes) are dead letters, messages to "exact" are
-#      written, with every digit of their numbers; no dead letter of a
-#      message that was not sent;
+#      records, a \u0000 to store, unknown routes) are dead letters,
+#      messages to "exact" are written, with every digit of their numbers;
+#      no dead letter of a message that was not sent;
 #   3. no dead letter's reason is a passing one (lock timeout, cancel, ...);
 #   4. the workers run at the end;
 #   5. pg_cancel_backend() does not end a worker;
@@ -289,7 +289,8 @@ my @numbers = ('0', '-0', '42', '-17', '2147483647', '2147483648', '-2147483648'
 	'9007199254740992', '9007199254740993', '9223372036854775807', '9223372036854775808',
 	'-9223372036854775809', '123456789012345678901234567890', '0.1', '-2.5',
 	'3.14159265358979323846264338327950288419716939937510', '1e10', '1.5E-7', '-2e+300',
-	'1e308', '6.02214076e23', '0.000000000000000000000001', '1.0000000000000002', '100.000');
+	'1e308', '6.02214076e23', '0.000000000000000000000001', '1.0000000000000002', '100.000',
+	'1e400', '-1E-400', '1.0', '12345678901234567890e-25');
 my @strings = ('', 'plain', 'with space', "quote\"d", "back\\slash", "new\nline\ttab",
 	"caf\x{e9}", "\x{4e2d}\x{6587}", "\x{1F600} astral \x{10348}", "\x{10FFFF}", 'x' x 1000,
 	"'; DROP TABLE processor; --", '{"looks": "like json"}', '{1,2}', 'true', '12');
@@ -455,10 +456,11 @@ sub send_message
 		push @$records, pick(num(1), 'text', arr(), bool(0));
 		$expect = 'dead';
 	}
-	if ($opt{infinite} && @$rids)
+	if ($opt{nul} && @$rids)
 	{
+		# a \u0000 to store, which text cannot hold: refused, never cut
 		my ($last) = grep { defined } reverse @$records;
-		push @{ $last->[1] }, 'inf', num('1e400');
+		push @{ $last->[1] }, 'nul', "a\x{0}b";
 		$expect = 'dead';
 	}
 	$expect = 'dead' if grep { $_ eq $route } @dead_routes;
@@ -714,7 +716,7 @@ while (time < $deadline)
 				via => $scenario{router} && chance(0.3) ? 'router' : 'writer');
 		}
 		elsif ($r < 0.07) { send_message($round, pick(@writable), bad_record => 1); }
-		elsif ($r < 0.09) { send_message($round, pick(@writable), infinite => 1); }
+		elsif ($r < 0.09) { send_message($round, pick(@writable), nul => 1); }
 		elsif ($r < 0.22 && $scenario{router})
 		{
 			my $p = chance(0.3) && @openai ? pick(@openai) : pick(@writable);
