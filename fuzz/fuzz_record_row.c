@@ -233,7 +233,7 @@ copy_text(List *keys, List *rows)
 
 	foreach(lc, rows)
 		if (expected == NULL)
-			expected = ism_record_nul_error(lfirst(lc));
+			expected = ism_record_nul_error(lfirst(lc), NULL);
 	PG_TRY();
 	{
 		text = ism_copy_text(keys, rows);

@@ -44,15 +44,18 @@ append_copy_value(StringInfo buf, const char *text)
  * Why the record cannot be stored as it is: a name or a string holding
  * NUL (\u0000 in the message), which no column name and no text can hold,
  * and which the writer will not cut.  NULL when it can.  Its key is named
- * as sent.
+ * as sent.  The value of key replaced (when not NULL) is not looked at:
+ * the writer replaces it (_timestamp).
  */
 char *
-ism_record_nul_error(const IsmJson *record)
+ism_record_nul_error(const IsmJson *record, const char *replaced)
 {
 	const IsmJson *field;
 
 	ism_json_foreach(field, record)
 	{
+		if (replaced && strcmp(field->key, replaced) == 0 && !(field->flags & ISM_JSON_KEY_NUL))
+			continue;
 		if (field->flags & ISM_JSON_KEY_NUL)
 			return psprintf("record key %.*s holds \\u0000, which no column name can hold",
 							field->key_text_len, field->key_text);
@@ -135,7 +138,7 @@ fields_by_column(List *keys, const IsmJson *record, const IsmJson **values)
 	int			pos = 0;
 	char	   *error;
 
-	if ((record->flags & ISM_JSON_NUL) && (error = ism_record_nul_error(record)) != NULL)
+	if ((record->flags & ISM_JSON_NUL) && (error = ism_record_nul_error(record, NULL)) != NULL)
 		elog(ERROR, "%s", error);
 	memset(values, 0, sizeof(IsmJson *) * list_length(keys));
 	ism_json_foreach(field, record)

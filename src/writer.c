@@ -441,10 +441,11 @@ queue_message(Batch *b, IsmMessage *m, char *route_id, IsmJson *records)
 /*
  * Why the message's records cannot be queued: one that is not an object
  * (or null), or one holding NUL where it would have to be stored (see
- * ism_record_nul_error).  NULL when they can.
+ * ism_record_nul_error; not in a _timestamp the batch's table replaces).
+ * NULL when they can.
  */
 static char *
-records_error(const IsmJson *records)
+records_error(const IsmJson *records, const TableConfig *config)
 {
 	const IsmJson *record;
 
@@ -454,7 +455,8 @@ records_error(const IsmJson *records)
 
 		if (record->type != ISM_JSON_NULL && record->type != ISM_JSON_OBJECT)
 			return "every record in \"query_state\" must be an object";
-		if ((record->flags & ISM_JSON_NUL) && (error = ism_record_nul_error(record)) != NULL)
+		if ((record->flags & ISM_JSON_NUL) &&
+			(error = ism_record_nul_error(record, config->include_timestamp ? "_timestamp" : NULL)) != NULL)
 			return error;
 	}
 	return NULL;
@@ -523,7 +525,7 @@ add_message(IsmMessage *m)
 
 	b = batch_for(r.processor_id, &config);
 
-	if ((error = records_error(records)) != NULL)
+	if ((error = records_error(records, &b->config)) != NULL)
 		return ism_writer_give_up(m, r.route_id, error);
 
 	if (m->from_stream && m->deliveries > 1 && took_redelivery(b, m))

@@ -152,6 +152,13 @@ publish($writer_subject, qq({"route_id":"nowhere","ROUTE_ID":"$r2","query_state"
 $node->poll_query_until('postgres', "SELECT count(*) = 3 FROM \"$exact\"") or die 'no duplicate-key rows';
 is(psql(qq{SELECT string_agg(id || '=' || coalesce(score, '-'), ',' ORDER BY id) FROM "$exact" WHERE id IN ('dup', 'fold')}),
 	'dup=2,fold=-', 'keys given twice: the last counts (route_id in any case, as Go reads it)');
+
+# a \u0000 in a _timestamp the writer replaces is never stored: no dead letter
+set_properties($node, $tables, { tableName => 'exact', batchSize => 1, includeTimestamp => JSON::PP::true });
+publish($writer_subject, qq({"route_id":"$r2","query_state":[{"id":"stamped","_timestamp":"a\\u0000b"}]}));
+$node->poll_query_until('postgres', "SELECT count(*) = 4 FROM \"$exact\"") or die 'no stamped row';
+is(psql(qq{SELECT _timestamp ~ '^\\d{4}-' FROM "$exact" WHERE id = 'stamped'}), 't',
+	'a _timestamp holding \u0000 is replaced by the writer\'s, as upstream');
 is(psql("SELECT count(*) FROM ism_state.dead_letter"), $dead + 2, 'and nothing else is dead-lettered');
 
 # --- infer: never rounded ------------------------------------------------------------
