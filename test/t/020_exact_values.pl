@@ -35,6 +35,10 @@ my $router_subject = 'processor.state.router';
 my $writer_subject = 'data.transformers.state-tables';
 my $openai_subjects = 'language.models.openai.>';
 
+# the random parts' seed (python3's numbers, the generated documents)
+my $seed = $ENV{ISM_EXACT_SEED} // int(rand(1_000_000));
+diag "randomized exact values: ISM_EXACT_SEED=$seed";
+
 my ($nats, $node) = start_example_stack('exact');
 my $url = $nats->url;
 
@@ -109,6 +113,35 @@ $got = route_raw(scalar @user_ids, $openai_subjects,
 	  @user_ids);
 is_deeply([ map { $_->[0] } @$got ], [ map { "language.models.openai.low.$_->[1]" } @user_ids ],
 	'USER_ID: integers of any size exactly, floats as Python\'s repr');
+
+# and as Python itself prints them: random literals, each key from python3
+my $python = `python3 -c '
+import json, random, struct
+random.seed($seed)
+for i in range(150):
+    r = random.random()
+    if r < 0.3:
+        lit = repr(struct.unpack("d", struct.pack("Q", random.getrandbits(63)))[0])
+    elif r < 0.4:
+        lit = repr(2.0 ** random.randint(-1074, 1023))
+    else:
+        lit = random.choice(["", "-"]) + str(random.randint(1, 10 ** random.randint(1, 30)))
+        if random.random() < 0.6:
+            lit += "." + str(random.randint(0, 10 ** random.randint(1, 20)))
+        if random.random() < 0.5:
+            lit += random.choice("eE") + random.choice(["", "+", "-"]) + str(random.randint(0, 330))
+    if lit in ("nan", "inf", "-inf"):
+        continue
+    print(lit, str(json.loads(lit)))
+'`;
+die 'python3 failed' if $?;
+my @python = map { [ split / / ] } split /\n/, $python;
+$got = route_raw(scalar @python, $openai_subjects,
+	map { qq({"type":"query_state_entry","route_id":"$r1","context":{"user_id":$_->[0]},"query_state":[]}) }
+	  @python);
+my @differ = grep { $got->[$_][0] ne "language.models.openai.low.$python[$_][1]" } 0 .. $#python;
+is(scalar @differ, 0, scalar(@python) . ' random numbers as USER_ID: each key as python3 prints it')
+  or diag join "\n", map { "$python[$_][0]: python3 $python[$_][1], here $got->[$_][0]" } @differ[ 0 .. ($#differ < 9 ? $#differ : 9) ];
 
 set_properties($node, $openai, { concurrencyMode => 'EXPRESSION', concurrencyExpression => "data['n'] + 1" });
 my @sums = ([ '9007199254740993', "$project.9007199254740994" ],
@@ -227,9 +260,7 @@ like($got->[0][1], qr/"query_state":\[\{"i":"9007199254740993","doc":\Q$doc\E,"r
 	"a replay: a json column as jsonb prints it ($doc), a text column as its string");
 
 # --- randomized: generated documents through the router --------------------------------
-my $seed = $ENV{ISM_EXACT_SEED} // int(rand(1_000_000));
 srand($seed);
-diag "randomized exact values: ISM_EXACT_SEED=$seed";
 
 sub pick { return $_[ int rand @_ ]; }
 sub chance { return rand() < $_[0]; }
@@ -343,7 +374,8 @@ $got = route_raw($n_docs, $openai_subjects,
 	map { qq({"type":"query_state_entry","route_id":"$r1","query_state":[{"n":$_,"v":$sent[$_]}]}) }
 	  0 .. $n_docs - 1);
 is(scalar @$got, $n_docs, "randomized: the router forwarded all $n_docs documents");
-my ($same, $bytes, $plain_count, @differ) = (0, 0, 0);
+my ($same, $bytes, $plain_count) = (0, 0, 0);
+@differ = ();
 for my $m (@$got)
 {
 	my $entry = $decoder->decode($m->[1])->{query_state}[0];
