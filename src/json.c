@@ -42,7 +42,11 @@
 /* a member left out: its name comes again later in the object */
 #define GONE				0x100
 
-#define ARENA_MIN_BLOCK		512
+/* open containers kept on the C stack; deeper ones in a palloc'd array */
+#define INLINE_FRAMES		32
+
+/* the arena's first block: a power of two near four bytes per byte of text */
+#define ARENA_MIN_BLOCK		256
 #define ARENA_MAX_BLOCK		65536
 
 /* Nodes and decoded strings, carved from blocks of the current context. */
@@ -78,6 +82,7 @@ typedef struct Parser
 	Frame	   *stack;
 	int			depth;
 	int			stack_size;
+	Frame		inline_stack[INLINE_FRAMES];
 	IsmJson    *root;
 	IsmJson    *name;			/* the member whose name was read, value to come */
 	char	   *error;
@@ -403,8 +408,13 @@ open_container(Parser *ps, IsmJsonType type)
 	node = add_value(ps, type);
 	if (ps->depth == ps->stack_size)
 	{
+		Frame	   *bigger = palloc(sizeof(Frame) * ps->stack_size * 2);
+
+		memcpy(bigger, ps->stack, sizeof(Frame) * ps->stack_size);
+		if (ps->stack != ps->inline_stack)
+			pfree(ps->stack);
+		ps->stack = bigger;
 		ps->stack_size *= 2;
-		ps->stack = repalloc(ps->stack, sizeof(Frame) * ps->stack_size);
 	}
 	ps->stack[ps->depth].node = node;
 	ps->stack[ps->depth].last = NULL;
@@ -518,9 +528,11 @@ ism_json_parse(const char *text, int len, char **error)
 	memset(&ps, 0, sizeof(ps));
 	ps.input = text;
 	ps.lex = makeJsonLexContextCstringLen((char *) text, len, PG_UTF8, false);
-	ps.arena.block = Min(Max((Size) len * 2, ARENA_MIN_BLOCK), ARENA_MAX_BLOCK);
-	ps.stack_size = 16;
-	ps.stack = palloc(sizeof(Frame) * ps.stack_size);
+	for (ps.arena.block = ARENA_MIN_BLOCK;
+		 ps.arena.block < (Size) len * 4 && ps.arena.block < ARENA_MAX_BLOCK;)
+		ps.arena.block *= 2;
+	ps.stack_size = INLINE_FRAMES;
+	ps.stack = ps.inline_stack;
 
 	for (;;)
 	{
@@ -543,7 +555,8 @@ ism_json_parse(const char *text, int len, char **error)
 			return NULL;
 		}
 	}
-	pfree(ps.stack);
+	if (ps.stack != ps.inline_stack)
+		pfree(ps.stack);
 	pfree(ps.lex);
 	return ps.root;
 }
@@ -745,20 +758,48 @@ ism_json_append_string(StringInfo buf, const char *s, int len)
 
 /* --- making --------------------------------------------------------------------- */
 
+/* The length of s as a JSON string (see ism_json_append_string). */
+static int
+quoted_length(const char *s, int len)
+{
+	int			n = 2;
+
+	for (int i = 0; i < len; i++)
+	{
+		unsigned char c = s[i];
+
+		n += c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' ||
+			c == '\r' || c == '\t' ? 2 : c < 0x20 ? 6 : 1;
+	}
+	return n;
+}
+
+/* s as a JSON string, in a chunk of its size (records are many). */
+static char *
+quoted(const char *s, int *len)
+{
+	StringInfoData buf;
+
+	buf.maxlen = quoted_length(s, strlen(s)) + 1;
+	buf.data = palloc(buf.maxlen);
+	buf.len = 0;
+	buf.cursor = 0;
+	buf.data[0] = '\0';
+	ism_json_append_string(&buf, s, strlen(s));
+	*len = buf.len;
+	return buf.data;
+}
+
 /* A string value of s (a C string), with its JSON text. */
 IsmJson *
 ism_json_make_string(const char *s)
 {
 	IsmJson    *v = palloc0(sizeof(IsmJson));
-	StringInfoData text;
 
-	initStringInfo(&text);
-	ism_json_append_string(&text, s, strlen(s));
 	v->type = ISM_JSON_STRING;
 	v->str = pstrdup(s);
 	v->str_len = strlen(s);
-	v->text = text.data;
-	v->len = text.len;
+	v->text = quoted(s, &v->len);
 	return v;
 }
 
@@ -775,16 +816,18 @@ ism_json_make_object(void)
 }
 
 /*
- * Give object the member key: value, in place of any it had, last.  The
- * object's text is its own no more (ISM_JSON_REPRINT); the containers
- * around it are not told, and print as they were sent.
+ * Give object the member key: value, in place of any it had, last: a node
+ * of its own, sharing value's text and members (one value may be set in
+ * many objects).  The object's text is its own no more
+ * (ISM_JSON_REPRINT); the containers around it are not told, and print as
+ * they were sent.
  */
 void
-ism_json_set(IsmJson *object, const char *key, IsmJson *value)
+ism_json_set(IsmJson *object, const char *key, const IsmJson *value)
 {
 	IsmJson   **link = &object->child;
+	IsmJson    *member = palloc(sizeof(IsmJson));
 	int			order = 0;
-	StringInfoData key_text;
 
 	Assert(object->type == ISM_JSON_OBJECT);
 	while (*link)
@@ -800,15 +843,13 @@ ism_json_set(IsmJson *object, const char *key, IsmJson *value)
 		order = Max(order, m->order + 1);
 		link = &m->next;
 	}
-	initStringInfo(&key_text);
-	ism_json_append_string(&key_text, key, strlen(key));
-	value->key = pstrdup(key);
-	value->key_len = strlen(key);
-	value->key_text = key_text.data;
-	value->key_text_len = key_text.len;
-	value->order = order;
-	value->next = NULL;
-	*link = value;
+	*member = *value;
+	member->key = pstrdup(key);
+	member->key_len = strlen(key);
+	member->key_text = quoted(key, &member->key_text_len);
+	member->order = order;
+	member->next = NULL;
+	*link = member;
 	object->count++;
 	object->flags |= ISM_JSON_REPRINT | (value->flags & ISM_JSON_NUL);
 }

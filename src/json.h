@@ -75,6 +75,6 @@ extern void ism_json_append_string(StringInfo buf, const char *s, int len);
 
 extern IsmJson *ism_json_make_string(const char *s);
 extern IsmJson *ism_json_make_object(void);
-extern void ism_json_set(IsmJson *object, const char *key, IsmJson *value);
+extern void ism_json_set(IsmJson *object, const char *key, const IsmJson *value);
 
 #endif							/* ISM_JSON_H */

@@ -68,6 +68,7 @@
 static MemoryContext writer_context = NULL;	/* the batches, flushes, messages */
 static TimestampTz last_prune = 0;
 static MemoryContext message_context = NULL;	/* the message being queued */
+static MemoryContext config_context = NULL;	/* its processor's properties, parsed */
 
 void
 ism_writer_init(void)
@@ -82,6 +83,8 @@ ism_writer_init(void)
 	mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024);
 	writer_context = AllocSetContextCreate(TopMemoryContext, "ism_state writer",
 										   ALLOCSET_DEFAULT_SIZES);
+	config_context = AllocSetContextCreate(writer_context, "ism_state writer properties",
+										   ALLOCSET_SMALL_SIZES);
 	ism_writer_flush_init(writer_context);
 	ism_writer_batches_init(writer_context);
 }
@@ -403,7 +406,7 @@ queue_message(Batch *b, IsmMessage *m, char *route_id, IsmJson *records)
 	MemoryContext old;
 	IsmJson    *record;
 	Pending    *p;
-	char	   *stamp = NULL;
+	IsmJson    *stamp = NULL;
 
 	/* the message's memory, its parse tree with it, is the batch's now */
 	MemoryContextSetParent(message_context, b->context);
@@ -412,7 +415,7 @@ queue_message(Batch *b, IsmMessage *m, char *route_id, IsmJson *records)
 	p->alive_at = GetCurrentTimestamp();
 	p->route_id = route_id;
 	if (b->config.include_timestamp)
-		stamp = timestamp_now();
+		stamp = ism_json_make_string(timestamp_now());
 	ism_json_foreach(record, records)
 	{
 		IsmJson    *row = record;
@@ -424,7 +427,7 @@ queue_message(Batch *b, IsmMessage *m, char *route_id, IsmJson *records)
 			row = ism_json_make_object();	/* a row with just _timestamp */
 		}
 		if (stamp)
-			ism_json_set(row, "_timestamp", ism_json_make_string(stamp));
+			ism_json_set(row, "_timestamp", stamp);
 		p->records = lappend(p->records, row);
 	}
 	if (b->pending == NIL)
@@ -486,9 +489,11 @@ add_message(IsmMessage *m)
 	IsmJson    *records;
 	Resolve		r = {0};
 	TableConfig config;
+	bool		configured;
 	char	   *error = NULL;
 	char		err[512];
 	Batch	   *b;
+	MemoryContext old;
 
 	if (m->len > ism_max_message_bytes)
 		return ism_writer_give_up(m, NULL, psprintf("message is %d bytes, more than ism_state.max_message_bytes (%d)",
@@ -520,10 +525,22 @@ add_message(IsmMessage *m)
 	}
 	if (r.error)
 		return ism_writer_give_up(m, r.route_id, r.error);
-	if (!ism_writer_table_config(r.processor_id, r.properties, &config, &error))
-		return ism_writer_give_up(m, r.route_id, error);
 
+	/*
+	 * The properties are parsed aside, not in the message's memory, which
+	 * waits in the batch: the batch keeps a copy of what they say.
+	 */
+	old = MemoryContextSwitchTo(config_context);
+	configured = ism_writer_table_config(r.processor_id, r.properties, &config, &error);
+	MemoryContextSwitchTo(old);
+	if (!configured)
+	{
+		error = pstrdup(error);
+		MemoryContextReset(config_context);
+		return ism_writer_give_up(m, r.route_id, error);
+	}
 	b = batch_for(r.processor_id, &config);
+	MemoryContextReset(config_context);
 
 	if ((error = records_error(records, &b->config)) != NULL)
 		return ism_writer_give_up(m, r.route_id, error);
