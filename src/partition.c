@@ -16,7 +16,9 @@
  * '+' joins two strings or adds two numbers.  A truthy result gives
  * "<project_id>.<result>", a falsy one the project id.
  *
- * Numbers are what Python makes of them (json.loads, then str()): a JSON
+ * Numbers are what Python makes of them (json.loads, then str():
+ * alethic-ism-state-router main.py, _get_partition_key, returns
+ * str(context.get('user_id', ...)) and f"{project_id}.{result}"): a JSON
  * integer is a Python int, exact whatever its size (9007199254740993 stays
  * 9007199254740993; int + int is exact too); any other number is a float,
  * printed as Python's repr prints it (1.0, 1e+16, 1.5e-07).

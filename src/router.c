@@ -24,8 +24,10 @@
  * and input_route_id are copied from the inbound message as its bytes --
  * every number's digits, every string's escapes -- reprinted only where
  * that text is not the value compactly (white space, a key given twice,
- * of which the last counts).  Replays send data_json_value as jsonb
- * prints it.
+ * of which the last counts, as in upstream's json.loads).  Upstream
+ * re-serialises with json.dumps (main.py, execute_query_state_entry),
+ * which rewrites floats (1E+2 as 100.0, 1e400 as Infinity).  Replays send
+ * data_json_value as jsonb prints it.
  *
  *-------------------------------------------------------------------------
  */

@@ -505,7 +505,11 @@ add_message(IsmMessage *m)
 		return ism_writer_give_up(m, NULL, psprintf("message is %s", error));
 	if (root->type != ISM_JSON_OBJECT)
 		return ism_writer_give_up(m, NULL, "message is not a JSON object");
-	/* Go's encoding/json (upstream): any case, the last of several */
+	/*
+	 * as upstream reads it (alethic-ism-state-tables pkg/handler/handler.go:
+	 * json.Unmarshal into a models.RouteMessage): a struct field matches
+	 * its name in any case, and of several the last counts
+	 */
 	route = ism_json_get_fold(root, "route_id");
 	if (ism_json_cstring(route) == NULL)
 		return ism_writer_give_up(m, NULL, "message without a \"route_id\" string");

@@ -65,7 +65,8 @@ ism_writer_batches_init(MemoryContext context)
  * The table settings from processor.properties (§3.1), with upstream's
  * defaults for absent keys and its meaning for explicit nulls.  Keys are
  * matched as Go's encoding/json matches them (any case; the last of
- * several).  false with *error on a wrong type.
+ * several: upstream's pkg/handler/config.go unmarshals the properties into
+ * a struct).  false with *error on a wrong type.
  */
 bool
 ism_writer_table_config(const char *processor_id, const char *props_text,
