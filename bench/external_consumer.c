@@ -8,61 +8,78 @@
  *       [--max-ack-pending N] [--idle-exit SECONDS] [--schema SCHEMA]
  *       [--monitor SUBJECT]
  *
+ * Upstream is the Go state-tables service: "state-tables" below stands for
+ * quantumwake/alethic-ism-state-tables pkg/handler/, "core-go" for
+ * quantumwake/alethic-ism-core-go.
+ *
  * It binds the durable pull consumer (created when absent: explicit ack,
  * filter SUBJECT; destroying the subscription at exit keeps it), fetches
- * (waiting at most 1 s a fetch; upstream waits 5 s, §2.1, which matters
- * only when the stream is idle) and exits once it has processed a message
- * and then seen none for --idle-exit seconds (default 5), printing
+ * (waiting at most 1 s a fetch; upstream waits 5 s, core-go
+ * pkg/routing/nats/nats_route.go subscribePull, which matters only when
+ * the stream is idle) and exits once it has processed a message and then
+ * seen none for --idle-exit seconds (default 5), printing
  * "records=<n> messages=<m> seconds=<t>": the records taken from the
  * messages, the messages fetched, and the time from the first fetched
  * message to the last commit.  SCHEMA (default public) is the catalog's;
- * the tables written are unqualified, as upstream (§4.1), so they go where
- * the connection's search_path puts them.
+ * the tables written are unqualified, as upstream's (state-tables
+ * database.go), so they go where the connection's search_path puts them.
  *
- * Both modes read the messages and the catalog as the Go state-tables
- * service does (quantumwake/alethic-ism-state-tables, pkg/handler/): a
- * RouteMessage's route_id and query_state, every other key ignored
- * (§2.2-§2.3); route_id -> processor_state.processor_id ->
- * processor.properties in SCHEMA (§2.4), cached for the whole run (upstream:
- * 30 s); the properties with their defaults and Go's decoding rules (§3.1);
- * one writer per processor (§2.4, §3.2); the table "<processor_id>_<tableName>",
- * or "<processor_id>" when tableName is empty (§4.1), every column TEXT;
- * _timestamp as RFC 3339 UTC at second precision, one per message (§3.3).
- * Values are written as TEXT the way ism_state writes them (§8.9): strings
- * as they are, null as NULL, numbers, booleans, objects and arrays as
- * compact JSON.  Upstream with pgx's default mode cannot bind anything but
- * strings (§4.4); the benchmark's records have numbers, so both modes use
- * ism_state's mapping to compare the write paths rather than a failure.
+ * Both modes read the messages and the catalog as state-tables does
+ * (handler.go MessageCallback): a RouteMessage's route_id and query_state,
+ * every other key ignored (core-go pkg/data/models/route_message.go);
+ * route_id -> processor_state.processor_id -> processor.properties in
+ * SCHEMA, cached for the whole run (upstream: 30 s, setup.go
+ * SetupCachedBackend); the properties with their defaults and Go's
+ * decoding rules (config.go parseProperties over core-go
+ * pkg/repository/processor/tables/config.go); one writer per processor
+ * (manager_cache.go GetBatchWriter); the table "<processor_id>_<tableName>",
+ * or "<processor_id>" when tableName is empty (database.go
+ * FormatTableName), every column TEXT; _timestamp as RFC 3339 UTC at
+ * second precision, one per message (table_manager.go BatchWriter.Add).
+ * Values are written as TEXT the way ism_state writes them
+ * (src/copy_text.c): strings as they are, null as NULL, numbers, booleans,
+ * objects and arrays as compact JSON.  Upstream with pgx's default mode
+ * cannot bind anything but strings to a TEXT column (database.go
+ * InsertRecord binds the decoded Go values; jackc/pgx#2307); the
+ * benchmark's records have numbers, so both modes use ism_state's mapping
+ * to compare the write paths rather than a failure.
  *
- * --mode upstream (fetch 10 by default, §2.1) reproduces the Go algorithm:
+ * --mode upstream (fetch 10 by default, as subscribePull) reproduces the
+ * Go algorithm (table_manager.go):
  *   - each message is acked as soon as its records are in memory, before
- *     any write (§2.5, §3.9); a message that cannot be decoded, whose route
- *     or processor is unknown, whose lookup fails or whose properties do not
- *     parse is logged, acked and dropped (§2.5);
+ *     any write (MessageCallback acks on return); a message that cannot be
+ *     decoded, whose route or processor is unknown, whose lookup fails or
+ *     whose properties do not parse is logged, acked and dropped;
  *   - records are appended to their processor's batch, which is flushed
- *     when it holds batchSize records (§3.3) and every batchWindowTTL
- *     seconds from the writer's creation when that is at least 5 (§3.4).
+ *     when it holds batchSize records (Add) and every batchWindowTTL
+ *     seconds from the writer's creation when that is at least 5
+ *     (NewBatchWriter, backgroundFlush).
  *     Upstream flushes in goroutines; here the size flush runs right after
  *     the ack and the timer between fetches, on the one thread, doing the
  *     same work (the timer's resolution is the 1 s fetch wait).  For one
  *     processor that is upstream's behaviour, since its next Add waits for
- *     the flush (§1.2); flushes of different processors, which upstream can
- *     run at once on several connections (§3.10), run one after another;
+ *     the flush (both hold the writer's mutex); flushes of different
+ *     processors, which upstream can run at once on several connections
+ *     (database.go GetDB, a pool), run one after another;
  *   - a writer's first flush runs CREATE TABLE IF NOT EXISTS with the keys
- *     of the first pending record only (§3.5, §4.2); no ALTER ever;
+ *     of the first pending record only (flush, database.go
+ *     CreateTableFromMap); no ALTER ever;
  *   - a flush is one autocommitted INSERT per record naming that record's
- *     keys (§4.3), each statement prepared once per distinct SQL text as
- *     pgx's statement cache does.  A key the table lacks is not dropped: the
- *     INSERT fails, as upstream (§4.5), the flush stops there and logs, the
- *     rows already inserted stay, the batch stays pending and is written
- *     again from its start at the next flush, duplicating them (§3.6);
+ *     keys (database.go InsertRecord), each statement prepared once per
+ *     distinct SQL text as pgx's statement cache does.  A key the table
+ *     lacks is not dropped: the INSERT fails, as upstream, the flush stops
+ *     there and logs, the rows already inserted stay, the batch stays
+ *     pending and is written again from its start at the next flush,
+ *     duplicating them;
  *   - with --monitor, after a successful flush, one COMPLETED status per
  *     distinct route of the flush, each a JetStream publish followed by a
- *     connection flush (§3.5, §5).
- *   Not reproduced: idle writer eviction (§3.7) and the 30 s cache expiry.
+ *     connection flush (monitoring.go PublishRouteStatus).
+ *   Not reproduced: idle writer eviction (manager_cache.go cleanup) and the
+ *   30 s cache expiry.
  *   At exit, records still pending are flushed (upstream would hold them
- *   until its timer, or lose them at shutdown, §3.8) so that the tables are
- *   complete; a warning then says the time includes the idle wait.
+ *   until its timer, or lose them at shutdown: setup.go Teardown does not
+ *   wait for the writers' last flushes) so that the tables are complete; a
+ *   warning then says the time includes the idle wait.
  *
  * --mode tuned (fetch 100 by default) is the best a careful external
  *   consumer could do: per fetched batch, the records grouped by table, one
@@ -73,9 +90,10 @@
  *   batch.  A database error (lookups included) exits without acking, so
  *   the batch is redelivered.
  *
- * Unlike upstream (§4.6), identifiers are escaped with PQescapeIdentifier;
- * ordinary names are the same bytes.  Lookups and writes share one
- * connection (upstream has a pool each, §4.7).
+ * Unlike upstream (database.go quotes identifiers without escaping them),
+ * identifiers are escaped with PQescapeIdentifier; ordinary names are the
+ * same bytes.  Lookups and writes share one connection (upstream has a
+ * pool each: database.go GetDB, and the core-go backends of setup.go).
  */
 #include <getopt.h>
 #include <math.h>
@@ -93,7 +111,7 @@
 
 #define FETCH_WAIT_MS	1000
 #define MAX_PARAMS		60000	/* bind parameters in one tuned INSERT */
-#define MIN_WINDOW_S	5		/* shorter batchWindowTTLs start no timer (§3.1) */
+#define MIN_WINDOW_S	5		/* shorter batchWindowTTLs start no timer */
 
 typedef enum Mode
 {
@@ -130,7 +148,10 @@ typedef struct Buf
 	size_t		cap;
 } Buf;
 
-/* processor.properties (§3.1); a JSON null clears a setting */
+/*
+ * processor.properties (core-go TableProcessorConfig); a JSON null clears a
+ * setting
+ */
 typedef struct TableConfig
 {
 	char	   *table_name;		/* "" when null */
@@ -141,7 +162,7 @@ typedef struct TableConfig
 	bool		include_timestamp;
 } TableConfig;
 
-/* Upstream's BatchWriter (§3.2), one per processor, with the tuned columns. */
+/* Upstream's BatchWriter, one per processor, with the tuned columns. */
 typedef struct Writer
 {
 	char	   *processor_id;
@@ -367,7 +388,10 @@ connect_pg(void)
 	/* no "already exists, skipping" notices on stderr */
 	pg_must("SET client_min_messages = warning");
 
-	/* gorm First: ... WHERE id = $1 ORDER BY id LIMIT 1 (§2.4) */
+	/*
+	 * gorm First, as core-go pkg/repository/route/route.go FindRouteByID:
+	 * ... WHERE id = $1 ORDER BY id LIMIT 1
+	 */
 	schema = PQescapeIdentifier(pg, opt.schema, strlen(opt.schema));
 	if (schema == NULL)
 		die("could not quote schema: %s", PQerrorMessage(pg));
@@ -437,9 +461,10 @@ string_array(const cJSON *v)
 }
 
 /*
- * processor.properties as upstream decodes them over the defaults (§3.1):
- * keys matched case-insensitively, unknown keys ignored, null clears a
- * setting, a wrong type is an error.  indexColumns is checked, not used.
+ * processor.properties as upstream decodes them over the defaults
+ * (parseProperties): keys matched case-insensitively, unknown keys ignored,
+ * null clears a setting, a wrong type is an error.  indexColumns is checked,
+ * not used.
  */
 static bool
 parse_properties(const char *text, TableConfig *c, char *err, size_t errlen)
@@ -489,7 +514,7 @@ parse_properties(const char *text, TableConfig *c, char *err, size_t errlen)
 	return ok;
 }
 
-/* "<processor_id>_<tableName>", or "<processor_id>" (§4.1), quoted. */
+/* "<processor_id>_<tableName>" or "<processor_id>", quoted (FormatTableName) */
 static char *
 table_identifier(const char *processor_id, const char *table_name)
 {
@@ -513,7 +538,7 @@ find_writer(const char *processor_id)
 	return NULL;
 }
 
-/* The writer of a processor, its config captured now (§3.1, §3.4). */
+/* The writer of a processor, its config captured now (NewBatchWriter). */
 static Writer *
 new_writer(const char *processor_id, const char *properties)
 {
@@ -535,8 +560,9 @@ new_writer(const char *processor_id, const char *properties)
 }
 
 /*
- * route_id -> processor_state.processor_id -> processor.properties (§2.4),
- * cached; lookup errors and misses are not cached.
+ * route_id -> processor_state.processor_id -> processor.properties, cached;
+ * lookup errors and misses are not cached (core-go pkg/cache/cached_backend.go
+ * GetCached).
  */
 static Lookup
 resolve(const char *route_id, Writer **writer, char *err, size_t errlen)
@@ -593,7 +619,7 @@ resolve(const char *route_id, Writer **writer, char *err, size_t errlen)
 
 /* ---- messages and records -------------------------------------------- */
 
-/* The last member named key, any case: Go decoding into a struct (§2.3). */
+/* The last member named key, any case: Go decoding into a struct. */
 static cJSON *
 struct_member(const cJSON *obj, const char *key)
 {
@@ -606,9 +632,9 @@ struct_member(const cJSON *obj, const char *key)
 }
 
 /*
- * A RouteMessage (§2.2, §2.3): a JSON object whose route_id is a string or
- * null and whose query_state is absent, null, or an array of objects and
- * nulls.  *root is the caller's to delete, even on failure.
+ * A RouteMessage (core-go route_message.go): a JSON object whose route_id
+ * is a string or null and whose query_state is absent, null, or an array of
+ * objects and nulls.  *root is the caller's to delete, even on failure.
  */
 static bool
 decode_message(natsMsg *msg, cJSON **root, const char **route_id, cJSON **records,
@@ -655,7 +681,7 @@ decode_message(natsMsg *msg, cJSON **root, const char **route_id, cJSON **record
 }
 
 /*
- * A query_state entry as upstream holds it, a Go map (§2.3, §3.3): null
+ * A query_state entry as upstream holds it, a Go map (models.Data, Add): null
  * becomes an empty record, a repeated key keeps its last value, and with a
  * stamp _timestamp is set, replacing any sent.
  */
@@ -687,7 +713,7 @@ normalise_record(cJSON *record, const char *stamp)
 	return record;
 }
 
-/* A value as TEXT (§8.9); *owned is what the caller frees, or NULL. */
+/* A value as TEXT (src/copy_text.c); *owned: the caller frees it, or NULL. */
 static const char *
 value_text(const cJSON *v, char **owned)
 {
@@ -713,8 +739,8 @@ value_text(const cJSON *v, char **owned)
 }
 
 /*
- * Decode msg, find its writer and append its records there (upstream's Add,
- * §3.3).  The writer, or NULL with err and *outcome saying why.
+ * Decode msg, find its writer and append its records there (upstream's
+ * Add).  The writer, or NULL with err and *outcome saying why.
  */
 static Writer *
 accept_message(natsMsg *msg, Lookup *outcome, char *err, size_t errlen)
@@ -760,7 +786,10 @@ ack(natsMsg *msg)
 		nats_die("could not ack a message", s, 0);
 }
 
-/* {"type":"models","route_id":…,"status":"COMPLETED","data":null} per route (§5). */
+/*
+ * {"type":"models","route_id":…,"status":"COMPLETED","data":null} per route
+ * (monitoring.go PublishRouteStatus, core-go models/monitor.go).
+ */
 static void
 publish_completed(Writer *w)
 {
@@ -801,7 +830,10 @@ clear_batch(Writer *w)
 	w->routes.n = 0;
 }
 
-/* CREATE TABLE IF NOT EXISTS t ("k" TEXT, …) (§4.2), keys of char *. */
+/*
+ * CREATE TABLE IF NOT EXISTS t ("k" TEXT, …), keys of char *
+ * (CreateTableFromMap).
+ */
 static char *
 create_table_sql(const char *table, const PtrList *keys)
 {
@@ -820,7 +852,7 @@ create_table_sql(const char *table, const PtrList *keys)
 
 /* ---- mode upstream ----------------------------------------------------- */
 
-/* The prepared statement for sql, prepared on first use (§4.3). */
+/* The statement for sql, prepared on first use (as pgx's statement cache). */
 static const char *
 prepared(const char *sql, int nparams, char *err, size_t errlen)
 {
@@ -842,7 +874,7 @@ prepared(const char *sql, int nparams, char *err, size_t errlen)
 	return s->name;
 }
 
-/* The writer's DDL, from the keys of its first pending record (§3.5, §4.2). */
+/* The writer's DDL, from the keys of its first pending record (flush). */
 static bool
 upstream_create_table(Writer *w, char *err, size_t errlen)
 {
@@ -860,7 +892,10 @@ upstream_create_table(Writer *w, char *err, size_t errlen)
 	return ok;
 }
 
-/* INSERT INTO t (that record's keys) VALUES ($1, …), autocommitted (§4.3). */
+/*
+ * INSERT INTO t (that record's keys) VALUES ($1, …), autocommitted
+ * (InsertRecord).
+ */
 static bool
 upstream_insert(Writer *w, const cJSON *record, char *err, size_t errlen)
 {
@@ -898,8 +933,8 @@ upstream_insert(Writer *w, const cJSON *record, char *err, size_t errlen)
 }
 
 /*
- * Upstream's Flush (§3.5): the DDL once, then the records one by one; on an
- * error the batch stays pending and the rows written so far stay (§3.6).
+ * Upstream's flush: the DDL once, then the records one by one; on an error
+ * the batch stays pending and the rows written so far stay.
  */
 static bool
 upstream_flush(Writer *w, char *err, size_t errlen)
@@ -931,7 +966,7 @@ upstream_flush_logged(Writer *w)
 		warn("error flushing batch writer: %s", err);
 }
 
-/* The callback (§2.5, §3.3): Add, ack, then the size-triggered flush. */
+/* The callback (MessageCallback): Add, ack, then the size-triggered flush. */
 static void
 upstream_message(natsMsg *msg)
 {
@@ -946,7 +981,7 @@ upstream_message(natsMsg *msg)
 		upstream_flush_logged(w);
 }
 
-/* The timer flushes (§3.4), whose ticks a slow flush skips as Go's do. */
+/* The timer flushes (backgroundFlush); a slow flush skips ticks, as in Go. */
 static void
 upstream_ticks(void)
 {
