@@ -11,7 +11,7 @@ MODULE_big   = ism_state
 OBJS         = src/ism_state.o src/settings.o src/stats.o src/nats_conn.o \
                src/worker.o src/route_index.o src/route_spec.o src/route_yaml.o \
                src/routes.o src/route_cache.o src/jetstream.o \
-               src/router.o src/partition.o src/lookup_cache.o \
+               src/router.o src/partition.o src/processor_props.o src/lookup_cache.o \
                src/ident.o src/applied.o src/dead_letter.o src/writer.o src/writer_batch.o \
                src/writer_flush.o src/writer_rows.o src/writer_schema.o \
                src/copy_text.o src/json.o src/json_number.o \

@@ -8,6 +8,8 @@
  * alike when their key (the error, say, without the message's sequence
  * number) is: the first is written; the others within LOG_LIMIT_MS are only
  * counted, and the next one written after that says how many were left out.
+ * Or once: a warning about a setting (a processor's concurrencyExpression
+ * the router cannot evaluate) is written the first time its key is seen.
  *
  *-------------------------------------------------------------------------
  */
@@ -20,6 +22,7 @@
 
 #define LOG_LIMIT_MS	10000
 #define REMEMBERED		32		/* distinct lines remembered */
+#define ONCE_REMEMBERED	1024	/* keys logged once remembered; then forgotten all */
 
 typedef struct RecentLine
 {
@@ -30,6 +33,8 @@ typedef struct RecentLine
 
 static RecentLine recent[REMEMBERED];
 static int	next_slot = 0;
+static uint64 logged_once[ONCE_REMEMBERED];
+static int	nlogged_once = 0;
 
 void
 ism_log_limited(int elevel, const char *key, const char *fmt,...)
@@ -68,4 +73,28 @@ ism_log_limited(int elevel, const char *key, const char *fmt,...)
 		ereport(elevel, (errmsg("%s", line)));
 	r->logged_at = now;
 	r->left_out = 0;
+}
+
+/*
+ * A line written the first time its key is seen, never again (memory
+ * bounded: after ONCE_REMEMBERED keys all are forgotten, and a key may be
+ * logged once more).
+ */
+void
+ism_log_once(int elevel, const char *key, const char *fmt,...)
+{
+	char		line[1024];
+	va_list		args;
+	uint64		hash = hash_bytes_extended((const unsigned char *) key, strlen(key), 0);
+
+	for (int i = 0; i < nlogged_once; i++)
+		if (logged_once[i] == hash)
+			return;
+	if (nlogged_once == ONCE_REMEMBERED)
+		nlogged_once = 0;
+	logged_once[nlogged_once++] = hash;
+	va_start(args, fmt);
+	vsnprintf(line, sizeof(line), fmt, args);
+	va_end(args);
+	ereport(elevel, (errmsg("%s", line)));
 }

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * log_limit.h
- *	  Log lines that repeat, rate-limited and counted (log_limit.c).
+ *	  Log lines that repeat, rate-limited and counted, or once (log_limit.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -9,5 +9,6 @@
 #define ISM_LOG_LIMIT_H
 
 extern void ism_log_limited(int elevel, const char *key, const char *fmt,...) pg_attribute_printf(3, 4);
+extern void ism_log_once(int elevel, const char *key, const char *fmt,...) pg_attribute_printf(3, 4);
 
 #endif							/* ISM_LOG_LIMIT_H */

@@ -3,18 +3,28 @@
  * partition.c
  *	  The partition key of an outbound message (reference §5.2).
  *
- * Modes PROJECT_ID (the default), USER_ID, ROUTE_ID and EXPRESSION, named
- * in any case.  Upstream evaluates EXPRESSION as sandboxed Python; ism_state
- * evaluates a safe subset and, like upstream on any error, falls back to
- * the project id:
+ * Modes as the platform's UI writes them (alethic-ism-ui,
+ * src/tabs/property/processor/ProcessorBaseConfig.jsx: "project-id",
+ * "user-id", "route-id", "expression") or as ismcore's ConcurrencyMode
+ * names them (PROJECT_ID, ...), in any case.  Upstream evaluates EXPRESSION
+ * as sandboxed Python (ismcore utils/evaluate.py, safer_evaluate);
+ * ism_state evaluates a safe subset and, like upstream on any error
+ * (alethic-ism-state-router main.py, _get_partition_key), falls back to
+ * the project id, saying why:
  *
- *   expr   := term ('+' term)*
- *   term   := 'string' | "string" | number | route_id | str '(' expr ')'
- *           | (data | context) access*
- *   access := '[' string ']' | '.get(' string [',' expr] ')'
+ *   or     := and ('or' and)*
+ *   and    := not ('and' not)*
+ *   not    := 'not' not | sum
+ *   sum    := term ('+' term)*
+ *   term   := 'string' | "string" | number | True | False | None | route_id
+ *           | '(' or ')' | str '(' or ')' | (data | context) access*
+ *   access := '[' string ']' | '.get(' string [',' or] ')'
  *
- * '+' joins two strings or adds two numbers.  A truthy result gives
- * "<project_id>.<result>", a falsy one the project id.
+ * As in Python, `a or b` is a when a is truthy, else b; `a and b` is a
+ * when a is falsy, else b; the operand that does not decide is parsed but
+ * not evaluated (a missing key there is no error).  '+' joins two strings
+ * or adds two numbers.  A truthy result gives "<project_id>.<result>", a
+ * falsy one the project id.
  *
  * Numbers are what Python makes of them (json.loads, then str():
  * alethic-ism-state-router main.py, _get_partition_key, returns
@@ -47,20 +57,29 @@ typedef struct Value
 	const IsmJson *json;		/* where it came from, for further access */
 } Value;
 
-/* Expressions come from processor properties: no deeper than this. */
-#define MAX_EXPRESSION_DEPTH 32
+/*
+ * Expressions come from processor properties: no longer, nor nested
+ * deeper, than this; a string they make (a partition key, a NATS subject
+ * token) no longer than that.
+ */
+#define MAX_EXPRESSION_LENGTH	4096
+#define MAX_EXPRESSION_DEPTH	32
+#define MAX_STRING_LENGTH		(64 * 1024)
 
 typedef struct Parser
 {
 	const char *p;
+	const char *expression;
 	const IsmJson *data;
 	const IsmJson *context;
 	const char *route_id;
 	bool		failed;
+	const char *why;			/* when failed: outside the subset, or the error */
 	int			depth;
+	int			skipping;		/* > 0: in an operand that does not decide (parsed only) */
 } Parser;
 
-static Value parse_expr(Parser *ps);
+static Value parse_or(Parser *ps);
 
 static void
 skip_space(Parser *ps)
@@ -81,11 +100,51 @@ accept(Parser *ps, const char *token)
 	return true;
 }
 
+static bool
+is_name_char(char c)
+{
+	return isalnum((unsigned char) c) || c == '_';
+}
+
+/* A keyword or name: the word, not the start of a longer one. */
+static bool
+accept_word(Parser *ps, const char *word)
+{
+	size_t		len = strlen(word);
+
+	skip_space(ps);
+	if (strncmp(ps->p, word, len) != 0 || is_name_char(ps->p[len]))
+		return false;
+	ps->p += len;
+	return true;
+}
+
+/* What the subset does not parse: upstream may, ism_state falls back. */
 static Value
-failure(Parser *ps)
+outside(Parser *ps)
 {
 	Value		v = {0};
 
+	if (!ps->failed)
+		ps->why = psprintf("is outside the supported subset (at offset %d)",
+						   (int) (ps->p - ps->expression));
+	ps->failed = true;
+	return v;
+}
+
+/*
+ * What Python raises while evaluating (a KeyError, a TypeError...): no
+ * error in an operand that does not decide, which Python never evaluates.
+ */
+static Value
+python_error(Parser *ps, const char *what)
+{
+	Value		v = {0};
+
+	if (ps->skipping)
+		return v;
+	if (!ps->failed)
+		ps->why = psprintf("failed: %s", what);
 	ps->failed = true;
 	return v;
 }
@@ -319,43 +378,100 @@ truthy(const Value *v)
 	return false;
 }
 
+/* The name of a value's Python type, for errors. */
+static const char *
+python_type(const Value *v)
+{
+	switch (v->kind)
+	{
+		case V_NULL:
+			return "NoneType";
+		case V_BOOL:
+			return "bool";
+		case V_INT:
+			return "int";
+		case V_FLOAT:
+			return "float";
+		case V_STRING:
+			return "str";
+		case V_JSON:
+			return v->json->type == ISM_JSON_ARRAY ? "list" : "dict";
+	}
+	return "object";
+}
+
+/* A JSON value as a Python value, for the evaluation (see from_json). */
+static Value
+json_value(Parser *ps, const IsmJson *item)
+{
+	Value		v;
+
+	if (!from_json(item, &v))
+		return python_error(ps, "a string holding \\u0000 (no subject can carry it)");
+	return v;
+}
+
+/* base[key]: a KeyError or TypeError upstream unless base is a dict holding key */
+static Value
+subscript(Parser *ps, Value base, const char *key)
+{
+	IsmJson    *item;
+
+	if (!ism_json_is(base.json, ISM_JSON_OBJECT))
+		return python_error(ps, psprintf("TypeError: a key of a '%s'", python_type(&base)));
+	if ((item = ism_json_get(base.json, key)) == NULL)
+		return python_error(ps, psprintf("KeyError: '%s'", key));
+	return json_value(ps, item);
+}
+
+/* base.get(key, fallback): an AttributeError upstream unless base is a dict */
+static Value
+get(Parser *ps, Value base, const char *key, Value fallback)
+{
+	IsmJson    *item;
+
+	if (!ism_json_is(base.json, ISM_JSON_OBJECT))
+		return python_error(ps, psprintf("AttributeError: '%s' object has no attribute 'get'",
+										 python_type(&base)));
+	if ((item = ism_json_get(base.json, key)) == NULL)
+		return fallback;
+	return json_value(ps, item);
+}
+
 /* data[...] / data.get(...) chains on a JSON value */
 static Value
 parse_access(Parser *ps, Value base)
 {
-	for (;;)
+	while (!ps->failed)
 	{
 		char	   *key;
 
-		IsmJson    *item;
-
 		if (accept(ps, "["))
 		{
-			if (!parse_string(ps, &key) || !accept(ps, "]") ||
-				!ism_json_is(base.json, ISM_JSON_OBJECT))
-				return failure(ps);
-			/* a missing key is a KeyError upstream */
-			if ((item = ism_json_get(base.json, key)) == NULL || !from_json(item, &base))
-				return failure(ps);
+			if (!parse_string(ps, &key) || !accept(ps, "]"))
+				return outside(ps);
+			if (!ps->skipping)
+				base = subscript(ps, base, key);
 		}
-		else if (accept(ps, ".get("))
+		else if (accept(ps, "."))
 		{
 			Value		fallback = {0};
 
-			if (!parse_string(ps, &key))
-				return failure(ps);
+			/* no other attribute */
+			if (!accept_word(ps, "get") || !accept(ps, "(") || !parse_string(ps, &key))
+				return outside(ps);
+			/* Python evaluates the default whatever the key */
 			if (accept(ps, ","))
-				fallback = parse_expr(ps);
-			if (ps->failed || !accept(ps, ")") || !ism_json_is(base.json, ISM_JSON_OBJECT))
-				return failure(ps);
-			if ((item = ism_json_get(base.json, key)) == NULL)
-				base = fallback;
-			else if (!from_json(item, &base))
-				return failure(ps);
+				fallback = parse_or(ps);
+			if (ps->failed || !accept(ps, ")"))
+				return outside(ps);
+			if (!ps->skipping)
+				base = get(ps, base, key, fallback);
 		}
 		else
 			return base;
 	}
+	return base;
 }
 
 /* A number literal, as Python reads it: an int (exact) or a float. */
@@ -373,7 +489,7 @@ parse_number(Parser *ps)
 		   ((*p == '+' || *p == '-') && (p[-1] == 'e' || p[-1] == 'E')))
 		p++;
 	if (!ism_number_read(start, p - start, &n))
-		return failure(ps);
+		return outside(ps);
 	ps->p = p;
 	if (n.integer)
 	{
@@ -389,11 +505,31 @@ parse_number(Parser *ps)
 }
 
 static Value
+bool_value(bool b)
+{
+	Value		v = {0};
+
+	v.kind = V_BOOL;
+	v.boolean = b;
+	return v;
+}
+
+/* ( or ), with the parenthesis before it taken */
+static Value
+parse_parenthesised(Parser *ps)
+{
+	Value		v = parse_or(ps);
+
+	if (!ps->failed && !accept(ps, ")"))
+		return outside(ps);
+	return v;
+}
+
+static Value
 parse_term(Parser *ps)
 {
 	Value		v = {0};
 	char	   *s;
-	const IsmJson *root;
 
 	skip_space(ps);
 	if (parse_string(ps, &s))
@@ -404,30 +540,32 @@ parse_term(Parser *ps)
 	}
 	if (isdigit((unsigned char) *ps->p) || *ps->p == '-')
 		return parse_number(ps);
-	if (accept(ps, "str("))
+	if (accept(ps, "("))
+		return parse_parenthesised(ps);
+	if (accept_word(ps, "str") && accept(ps, "("))
 	{
-		v = parse_expr(ps);
-		if (ps->failed || !accept(ps, ")"))
-			return failure(ps);
+		v = parse_parenthesised(ps);
 		v.text = value_to_text(&v);
 		v.kind = V_STRING;
 		return v;
 	}
-	if (accept(ps, "route_id"))
+	if (accept_word(ps, "True"))
+		return bool_value(true);
+	if (accept_word(ps, "False"))
+		return bool_value(false);
+	if (accept_word(ps, "None"))
+		return v;
+	if (accept_word(ps, "route_id"))
 	{
 		v.kind = ps->route_id ? V_STRING : V_NULL;
 		v.text = ps->route_id;
 		return v;
 	}
-	if (accept(ps, "data"))
-		root = ps->data;
-	else if (accept(ps, "context"))
-		root = ps->context;
-	else
-		return failure(ps);
-	if (!from_json(root, &v))
-		return failure(ps);
-	return parse_access(ps, v);
+	if (accept_word(ps, "data"))
+		return parse_access(ps, json_value(ps, ps->data));
+	if (accept_word(ps, "context"))
+		return parse_access(ps, json_value(ps, ps->context));
+	return outside(ps);
 }
 
 /* |a| + |b| or |a| - |b| (|a| >= |b|), digits without sign, into a new string. */
@@ -532,43 +670,126 @@ add_numbers(Value *left, Value *right)
 	return true;
 }
 
+/* left + right, as Python adds them: two strings joined, two numbers added */
 static Value
-parse_expr(Parser *ps)
+add(Parser *ps, Value left, Value right)
 {
-	Value		left;
+	const char *left_type = python_type(&left);
+	const char *right_type = python_type(&right);
 
-	if (++ps->depth > MAX_EXPRESSION_DEPTH)
-		return failure(ps);
-	left = parse_term(ps);
+	if (left.kind == V_STRING && right.kind == V_STRING)
+	{
+		if (strlen(left.text) + strlen(right.text) > MAX_STRING_LENGTH)
+			return python_error(ps, "a string longer than ism_state makes a partition key");
+		left.text = psprintf("%s%s", left.text, right.text);
+		return left;
+	}
+	if (!add_numbers(&left, &right))
+		return python_error(ps, psprintf("unsupported operand type(s) for +: '%s' and '%s' (or an int too large for a float)",
+										 left_type, right_type));
+	return left;
+}
+
+static Value
+parse_sum(Parser *ps)
+{
+	Value		left = parse_term(ps);
 
 	while (!ps->failed && accept(ps, "+"))
 	{
 		Value		right = parse_term(ps);
 
-		if (ps->failed)
-			break;
-		if (left.kind == V_STRING && right.kind == V_STRING)
-			left.text = psprintf("%s%s", left.text, right.text);
-		else if (!add_numbers(&left, &right))
-			return failure(ps);
+		if (!ps->failed && !ps->skipping)
+			left = add(ps, left, right);
 	}
-	ps->depth--;
 	return left;
 }
 
+/* One level deeper (parentheses, str(), a default, not): beyond the limit? */
+static bool
+too_deep(Parser *ps)
+{
+	return ++ps->depth > MAX_EXPRESSION_DEPTH;
+}
+
+static Value
+parse_not(Parser *ps)
+{
+	Value		v;
+
+	if (!accept_word(ps, "not"))
+		return parse_sum(ps);
+	if (too_deep(ps))
+		return outside(ps);
+	v = parse_not(ps);
+	ps->depth--;
+	return bool_value(!truthy(&v));
+}
+
 /*
- * Evaluate expression; false when it is outside the subset or fails, as
- * a Python error would.
+ * left `and` right (and_operator) or left `or` right: right is evaluated
+ * unless left decides (falsy for and, truthy for or); the result is the
+ * operand that decided.
+ */
+static Value
+parse_operands(Parser *ps, const char *op, Value (*operand) (Parser *))
+{
+	bool		and_operator = strcmp(op, "and") == 0;
+	Value		left = operand(ps);
+
+	while (!ps->failed && accept_word(ps, op))
+	{
+		bool		decided = !ps->skipping && truthy(&left) != and_operator;
+		Value		right;
+
+		ps->skipping += decided;
+		right = operand(ps);
+		ps->skipping -= decided;
+		if (!decided)
+			left = right;
+	}
+	return left;
+}
+
+static Value
+parse_and(Parser *ps)
+{
+	return parse_operands(ps, "and", parse_not);
+}
+
+static Value
+parse_or(Parser *ps)
+{
+	Value		v;
+
+	if (too_deep(ps))
+		return outside(ps);
+	v = parse_operands(ps, "or", parse_and);
+	ps->depth--;
+	return v;
+}
+
+/*
+ * Evaluate expression; false, with why, when it is outside the subset or
+ * fails, as a Python error would.
  */
 static bool
 evaluate(const char *expression, const IsmJson *data, const IsmJson *context,
-		 const char *route_id, Value *result)
+		 const char *route_id, Value *result, const char **why)
 {
-	Parser		ps = {expression, data, context, route_id, false, 0};
+	Parser		ps = {expression, expression, data, context, route_id, false, NULL, 0, 0};
 
-	*result = parse_expr(&ps);
+	if (strlen(expression) > MAX_EXPRESSION_LENGTH)
+	{
+		*why = psprintf("is longer than the %d bytes ism_state evaluates", MAX_EXPRESSION_LENGTH);
+		return false;
+	}
+	*result = parse_or(&ps);
 	skip_space(&ps);
-	return !ps.failed && *ps.p == '\0';
+	if (!ps.failed && *ps.p != '\0')
+		outside(&ps);
+	*why = ps.why;
+	return !ps.failed;
 }
 
 /*
@@ -588,51 +809,81 @@ project_key(const char *project_id)
 	return project_id ? pstrdup(project_id) : NULL;
 }
 
+/* The mode a concurrencyMode names; false for none of ISM_PARTITION_MODES. */
+bool
+ism_partition_mode(const char *name, IsmPartitionMode *mode)
+{
+	static const struct
+	{
+		const char *ui;
+		const char *enum_name;
+		IsmPartitionMode mode;
+	}			modes[] = {
+		{"project-id", "PROJECT_ID", ISM_PARTITION_PROJECT_ID},
+		{"user-id", "USER_ID", ISM_PARTITION_USER_ID},
+		{"route-id", "ROUTE_ID", ISM_PARTITION_ROUTE_ID},
+		{"expression", "EXPRESSION", ISM_PARTITION_EXPRESSION},
+	};
+
+	for (size_t i = 0; i < lengthof(modes); i++)
+		if (pg_strcasecmp(name, modes[i].ui) == 0 || pg_strcasecmp(name, modes[i].enum_name) == 0)
+		{
+			*mode = modes[i].mode;
+			return true;
+		}
+	return false;
+}
+
+/* upstream: str(context.get("user_id", project_id)) on a truthy context */
+static char *
+user_key(const char *project_id, const IsmJson *context)
+{
+	Value		user;
+
+	if (!ism_json_is(context, ISM_JSON_OBJECT) || context->count == 0)
+		return project_key(project_id);
+	if (ism_json_get(context, "user_id") == NULL)
+		return pstrdup(python_str(project_id));
+	if (!from_json(ism_json_get(context, "user_id"), &user))
+		return project_key(project_id);
+	return value_to_text(&user);
+}
+
 /*
- * The partition key, NULL when there is none.  data is the first entry
- * (NULL when there is none); context the inbound context (NULL when
- * absent); project_id and route_id may be NULL.
+ * The partition key, NULL when there is none.  data is what upstream
+ * evaluates as data: the first entry, or the entries themselves when
+ * there is none, NULL for None; context the inbound context (NULL when
+ * absent); project_id and route_id may be NULL.  *fallback is NULL, or
+ * why the expression gave the project id instead.
  */
 char *
-ism_partition_key(const char *mode, const char *expression,
+ism_partition_key(IsmPartitionMode mode, const char *expression,
 				  const char *project_id, const char *route_id,
-				  const IsmJson *context, const IsmJson *data)
+				  const IsmJson *context, const IsmJson *data,
+				  const char **fallback)
 {
-	if (mode == NULL || pg_strcasecmp(mode, "PROJECT_ID") == 0)
-		return project_key(project_id);
+	Value		result;
 
-	if (pg_strcasecmp(mode, "USER_ID") == 0)
+	*fallback = NULL;
+	switch (mode)
 	{
-		Value		user;
-
-		/* upstream: str(context.get("user_id", project_id)) on a non-empty context */
-		if (!ism_json_is(context, ISM_JSON_OBJECT) || context->count == 0)
-			return project_key(project_id);
-		if (ism_json_get(context, "user_id") == NULL)
-			return pstrdup(python_str(project_id));
-		if (!from_json(ism_json_get(context, "user_id"), &user))
-			return project_key(project_id);
-		return value_to_text(&user);
-	}
-
-	if (pg_strcasecmp(mode, "ROUTE_ID") == 0)
-		return route_id ? pstrdup(route_id) : project_key(project_id);
-
-	if (pg_strcasecmp(mode, "EXPRESSION") == 0 && expression && expression[0])
-	{
-		Value		result;
-
-		/* upstream evaluates with "context or {}" */
-		if (context == NULL || context->type == ISM_JSON_NULL)
-			context = ism_json_make_object();
-		if (!evaluate(expression, data, context, route_id, &result))
-		{
-			elog(DEBUG1, "ism_state: concurrencyExpression \"%s\" is outside the supported subset or failed; using the project id",
-				 expression);
-			return project_key(project_id);
-		}
-		if (truthy(&result))
-			return psprintf("%s.%s", python_str(project_id), value_to_text(&result));
+		case ISM_PARTITION_PROJECT_ID:
+			break;
+		case ISM_PARTITION_USER_ID:
+			return user_key(project_id, context);
+		case ISM_PARTITION_ROUTE_ID:
+			return route_id ? pstrdup(route_id) : project_key(project_id);
+		case ISM_PARTITION_EXPRESSION:
+			if (expression == NULL || expression[0] == '\0')
+				break;
+			/* upstream evaluates with "context or {}" */
+			if (!ism_json_truthy(context))
+				context = ism_json_make_object();
+			if (!evaluate(expression, data, context, route_id, &result, fallback))
+				break;
+			if (truthy(&result))
+				return psprintf("%s.%s", python_str(project_id), value_to_text(&result));
+			break;
 	}
 	return project_key(project_id);
 }

@@ -53,6 +53,7 @@
 #include "log_limit.h"
 #include "lookup_cache.h"
 #include "partition.h"
+#include "processor_props.h"
 #include "route_cache.h"
 #include "route_index.h"
 #include "route_spec.h"
@@ -63,9 +64,6 @@
 #define MONITOR_SELECTOR	"processor/monitor"
 /* messages fetched, handled and acknowledged together */
 #define MAX_FETCH			64
-/* rows per page and entries per message when the processor says nothing */
-#define DEFAULT_MAX_BATCH_SIZE	100
-#define DEFAULT_MAX_BATCH_LIMIT	1
 
 typedef enum Outcome
 {
@@ -90,10 +88,7 @@ typedef struct Processor
 	char	   *id;
 	char	   *provider_id;
 	char	   *project_id;
-	int			max_batch_size;
-	int			max_batch_limit;
-	const char *concurrency_mode;
-	const char *concurrency_expression;
+	IsmProcessorProps props;
 } Processor;
 
 typedef struct Column
@@ -226,45 +221,6 @@ column_text(int row, int col)
 	return SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col);
 }
 
-/* A positive integer property, or the default when absent or null. */
-static bool
-int_property(Inbound *in, IsmJson *props, const char *key, int dflt, int *out,
-			 const char *processor_id)
-{
-	IsmJson    *v = ism_json_get(props, key);
-
-	*out = dflt;
-	if (v == NULL || v->type == ISM_JSON_NULL)
-		return true;
-	if (!ism_json_whole_int(v, out) || *out < 1)
-	{
-		char	   *printed = ism_json_print(v);
-
-		fail(in, false, "processor %s: property \"%s\" must be a positive integer, not %s",
-			 processor_id, key, printed ? printed : "?");
-		*out = dflt;
-		return false;
-	}
-	return true;
-}
-
-static bool
-string_property(Inbound *in, IsmJson *props, const char *key, const char **out,
-				const char *processor_id)
-{
-	IsmJson    *v = ism_json_get(props, key);
-
-	*out = NULL;
-	if (v == NULL || v->type == ISM_JSON_NULL)
-		return true;
-	if ((*out = ism_json_cstring(v)) == NULL)
-	{
-		fail(in, false, "processor %s: property \"%s\" must be a string", processor_id, key);
-		return false;
-	}
-	return true;
-}
-
 /* processor by id, with the properties the router uses (cached a second) */
 static bool
 load_processor(Inbound *in, const char *id, Processor *p)
@@ -272,6 +228,7 @@ load_processor(Inbound *in, const char *id, Processor *p)
 	char	   *cols[3];
 	char	   *props_text;
 	char	   *parse_error;
+	char	   *error;
 	IsmJson    *props;
 
 	if (!ism_lookup_get('p', id, cols, 3))
@@ -292,15 +249,20 @@ load_processor(Inbound *in, const char *id, Processor *p)
 	p->project_id = cols[1];
 	props_text = cols[2];
 	props = props_text ? ism_json_parse(props_text, strlen(props_text), &parse_error) : NULL;
-	if (props_text && !ism_json_is(props, ISM_JSON_OBJECT))
+	/* upstream: ProcessorPropertiesBase(**(processor.properties or {})) */
+	if (props_text && (props == NULL || (ism_json_truthy(props) && !ism_json_is(props, ISM_JSON_OBJECT))))
 	{
 		fail(in, false, "processor %s: properties are not a JSON object", id);
 		return false;
 	}
-	return int_property(in, props, "maxBatchSize", DEFAULT_MAX_BATCH_SIZE, &p->max_batch_size, id) &&
-		int_property(in, props, "maxBatchLimit", DEFAULT_MAX_BATCH_LIMIT, &p->max_batch_limit, id) &&
-		string_property(in, props, "concurrencyMode", &p->concurrency_mode, id) &&
-		string_property(in, props, "concurrencyExpression", &p->concurrency_expression, id);
+	if (!ism_json_truthy(props))
+		props = NULL;
+	if (!ism_processor_props_read(props, id, &p->props, &error))
+	{
+		fail(in, false, "%s", error);
+		return false;
+	}
+	return true;
 }
 
 /* processor_state (the "route") by id (cached a second) */
@@ -408,7 +370,8 @@ outbound_subject(Inbound *in, const IsmRoute *r, const char *partition_key)
 
 	if (!(r->concurrent_enabled && r->concurrent_priority_enabled))
 		return r->subject;
-	if (priority && priority->type != ISM_JSON_NULL)
+	/* upstream (ismcore NATSRouteConcurrent.get_publish_subject): priority or "low" */
+	if (ism_json_truthy(priority))
 	{
 		level = ism_json_cstring(priority);
 		if (level == NULL || (strcmp(level, "high") != 0 && strcmp(level, "low") != 0))
@@ -545,36 +508,54 @@ required_string(Inbound *in, const char *key)
 	return s;
 }
 
-/* query_state: a list, or an object sent as a list of one (§3.1). */
+/*
+ * query_state: a list, or any other value (an object, null, a scalar) sent
+ * as a list of one, as upstream wraps it (main.py: if not
+ * isinstance(query_state, list): query_state = [query_state]).
+ */
 static IsmJson *
 entries(Inbound *in)
 {
 	IsmJson    *qs = ism_json_get(in->root, "query_state");
 
 	if (qs == NULL)
-	{
 		fail(in, false, "%s message without \"query_state\"", in->type);
-		return NULL;
-	}
-	if (qs->type != ISM_JSON_OBJECT && qs->type != ISM_JSON_ARRAY)
-	{
-		fail(in, false, "\"query_state\" must be an object or a list");
-		return NULL;
-	}
 	return qs;
 }
 
-/* The entries (see entries()) forwarded as the inbound message has them. */
+/*
+ * The partition key; an expression that gives the project id instead is
+ * logged once per processor and expression (upstream logs each time).
+ */
+static char *
+partition_key(const Processor *p, const char *route_id, const IsmJson *context,
+			  const IsmJson *data)
+{
+	const char *fallback;
+	char	   *key = ism_partition_key(p->props.concurrency_mode, p->props.concurrency_expression,
+										p->project_id, route_id, context, data, &fallback);
+
+	if (fallback)
+		ism_log_once(WARNING, psprintf("%s\n%s", p->id, p->props.concurrency_expression),
+					 "ism_state router: processor %s: concurrencyExpression \"%.200s\" %s; the partition key is the project id (logged once for this processor and expression)",
+					 p->id, p->props.concurrency_expression, fallback);
+	return key;
+}
+
+/*
+ * The entries (see entries()) forwarded as the inbound message has them.
+ * The expression's data is the first entry, or the entries themselves
+ * when there is none (upstream: query_state[0] if query_state else
+ * query_state).
+ */
 static Outcome
 send_entries(Inbound *in, const Processor *p, const IsmRoute *r, IsmJson *list,
 			 const char *key_route_id, bool pass_input_route,
 			 const char *route_id, const char *processor_id)
 {
-	bool		one = list->type == ISM_JSON_OBJECT;
-	char	   *key = ism_partition_key(p->concurrency_mode, p->concurrency_expression,
-										p->project_id, key_route_id,
-										ism_json_get(in->root, "context"),
-										one ? list : list->child);
+	bool		one = list->type != ISM_JSON_ARRAY;
+	char	   *key = partition_key(p, key_route_id, ism_json_get(in->root, "context"),
+									!one && list->child ? list->child : list);
 	char	   *subject = outbound_subject(in, r, key);
 	StringInfoData body;
 
@@ -847,8 +828,7 @@ query_state_route(Inbound *in)
 
 	if (count <= 0)
 	{
-		char	   *key = ism_partition_key(p.concurrency_mode, p.concurrency_expression,
-											p.project_id, route_id, context, NULL);
+		char	   *key = partition_key(&p, route_id, context, NULL);
 		char	   *subject = outbound_subject(in, r, key);
 
 		if (subject == NULL)
@@ -866,9 +846,9 @@ query_state_route(Inbound *in)
 	run_stamp(in->msg, run_id, created_at);
 	page_context = AllocSetContextCreate(CurrentMemoryContext, "ism_state replay page",
 										 ALLOCSET_DEFAULT_SIZES);
-	for (int64 offset = 0; offset < count; offset += p.max_batch_size)
+	for (int64 offset = 0; offset < count; offset += p.props.max_batch_size)
 	{
-		int			n = (int) Min(count - offset, (int64) p.max_batch_size);
+		int			n = (int) Min(count - offset, (int64) p.props.max_batch_size);
 		ReplayPage	   *page;
 		char	   *key;
 		char	   *subject;
@@ -879,14 +859,13 @@ query_state_route(Inbound *in)
 		outer = MemoryContextSwitchTo(page_context);
 		page = load_page(cols, ncols, offset, n, run_id, created_at);
 		/* the page's first row decides the partition key (upstream) */
-		key = ism_partition_key(p.concurrency_mode, p.concurrency_expression,
-								p.project_id, route_id, context, first_row(page));
+		key = partition_key(&p, route_id, context, first_row(page));
 		subject = outbound_subject(in, r, key);
 		if (subject == NULL)
 			o = OUTCOME_PERMANENT;
-		for (int start = 0; o == OUTCOME_DONE && start < n; start += p.max_batch_limit)
+		for (int start = 0; o == OUTCOME_DONE && start < n; start += p.props.max_batch_limit)
 			o = publish_replay(in, r, subject, route_id, page, start,
-							   Min(n, start + p.max_batch_limit));
+							   Min(n, start + p.props.max_batch_limit));
 		MemoryContextSwitchTo(outer);
 		MemoryContextReset(page_context);
 		if (o != OUTCOME_DONE)

@@ -704,8 +704,10 @@ while (time < $deadline)
 	{
 		my $p = pick(@openai);
 		set_properties_of($round, $p, json_text(obj(concurrencyMode =>
-			pick('PROJECT_ID', 'USER_ID', 'ROUTE_ID', 'project_id', undef, 'EXPRESSION'),
-			concurrencyExpression => "data['s'] + str(1)")));
+			pick('PROJECT_ID', 'USER_ID', 'ROUTE_ID', 'project_id', undef, 'EXPRESSION',
+				'project-id', 'user-id', 'route-id', 'expression'),
+			concurrencyExpression => pick("data['s'] + str(1)",
+				"data.get('user_id') or context.get('session_id')"))));
 	}
 	for (1 .. 1 + int rand 6)
 	{

@@ -94,8 +94,9 @@ for my $type ('query_state_entry', 'query_state_route')
 	bad($router_subject, $json->encode({ type => $type, route_id => $_ }), "$type unknown route")
 	  for ('no-such-route', "x'; DROP TABLE processor_state; --", '', '%', "$r2 ");
 }
-bad($router_subject, $json->encode({ type => 'query_state_entry', route_id => $r2, query_state => $_ }),
-	'query_state') for (1, 'x', JSON::PP::true);
+# (a query_state of any type is valid: upstream wraps what is not a list)
+bad($router_subject, $json->encode({ type => 'query_processor_entry', processor_id => $openai,
+		priority => $_, query_state => [] }), 'priority') for ('urgent', 1, JSON::PP::true, [1]);
 bad($router_subject, $json->encode({ type => 'query_state_entry', route_id => $r2 }),
 	'without query_state');
 bad($router_subject, $json->encode({ type => 'query_processor_entry', processor_id => $_,
@@ -103,8 +104,6 @@ bad($router_subject, $json->encode({ type => 'query_processor_entry', processor_
 bad($router_subject, $json->encode({ type => 'query_processor_entry', processor_id => $_,
 		query_state => [] }), 'unknown processor')
   for ('no-such-processor', "x' OR '1'='1", '');
-bad($router_subject, $json->encode({ type => 'query_processor_entry', processor_id => $openai,
-		query_state => $_ }), 'processor query_state') for (1, 'x');
 # duplicate keys: the last one counts (as in Python and Go), and it is wrong
 bad($router_subject, qq({"type": "query_state_entry", "route_id": "$r2", "query_state": [], "type": 7}),
 	'duplicate type, last wrong');
