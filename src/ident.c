@@ -99,7 +99,10 @@ ism_identifier(const char *name, size_t len)
 	return psprintf("%.*s~%s", keep, name, hex);
 }
 
-/* The table of a state-tables processor, named as upstream (§4.1). */
+/*
+ * The table of a state-tables processor, named as upstream
+ * (alethic-ism-state-tables pkg/handler/database.go FormatTableName).
+ */
 char *
 ism_table_name(const char *processor_id, const char *table_name)
 {

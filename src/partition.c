@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * partition.c
- *	  The partition key of an outbound message (reference §5.2).
+ *	  The partition key of an outbound message (alethic-ism-state-router
+ *	  main.py, _get_partition_key).
  *
  * Modes as the platform's UI writes them (alethic-ism-ui,
  * src/tabs/property/processor/ProcessorBaseConfig.jsx: "project-id",

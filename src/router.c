@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * router.c
- *	  The ISM state router, in the router worker (reference: state-router
- *	  §2-§6).
+ *	  The ISM state router, in the router worker (upstream:
+ *	  quantumwake/alethic-ism-state-router main.py).
  *
  * Each inbound message is read from the durable pull consumer, checked,
  * announced ROUTED on the monitor route (when it names a route), handled
@@ -357,7 +357,9 @@ append_envelope(StringInfo buf, Inbound *in, bool pass_input_route,
 }
 
 /*
- * The subject for a route (§2.5): the base subject, or on a concurrent
+ * The subject for a route, as ismcore's NATSRouteConcurrent.get_publish_subject
+ * (alethic-ism-core src/ismcore/messaging/nats_message_route_concurrent.py):
+ * the base subject, or on a concurrent
  * priority route subject.{high|low}[.<partition key>].
  */
 static char *
@@ -447,7 +449,10 @@ publish(Inbound *in, const IsmRoute *r, const char *subject, StringInfo body,
 	return OUTCOME_DONE;
 }
 
-/* A processor_state status on the monitor route (§4). */
+/*
+ * A processor_state status on the monitor route (alethic-ism-core
+ * src/ismcore/processor/monitored_processor_state.py send_processor_state_update).
+ */
 static void
 publish_status(Inbound *in, const char *status, const char *exception, bool with_raw_data)
 {
@@ -570,7 +575,7 @@ send_entries(Inbound *in, const Processor *p, const IsmRoute *r, IsmJson *list,
 	return publish(in, r, subject, &body, NULL);
 }
 
-/* §3.1: forward the entries through an input route */
+/* main.py execute_query_state_entry: forward the entries through an input route */
 static Outcome
 query_state_entry(Inbound *in)
 {
@@ -588,7 +593,7 @@ query_state_entry(Inbound *in)
 	return send_entries(in, &p, r, list, route_id, true, route_id, processor_id);
 }
 
-/* §3.2: send straight to a processor */
+/* main.py execute_query_processor_entry: send straight to a processor */
 static Outcome
 query_processor_entry(Inbound *in)
 {
@@ -795,7 +800,10 @@ first_row(const ReplayPage *page)
 	return ism_json_parse(page->text.data, page->start[1], &error);
 }
 
-/* §3.3: replay a whole state through a route, page by page */
+/*
+ * main.py execute_processor_state_route: replay a whole state through a
+ * route, page by page
+ */
 static Outcome
 query_state_route(Inbound *in)
 {

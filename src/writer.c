@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * writer.c
- *	  The state-tables writer (reference: state-tables §2-§5).
+ *	  The state-tables writer (upstream: quantumwake/alethic-ism-state-tables,
+ *	  pkg/handler/).
  *
  * Records arriving on the state-tables route are batched per processor and
  * written into the processor's table in ism_state.data_schema, which is

@@ -2,8 +2,8 @@
  *
  * writer_batch.c
  *	  The state-tables writer's batches: one per processor, found by its
- *	  id, with the table settings of its processor's properties (§3.1),
- *	  due by size, memory or window, and let go when idle.
+ *	  id, with the table settings of its processor's properties, due by
+ *	  size, memory or window, and let go when idle.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,7 +19,10 @@
 #include "json.h"
 #include "settings.h"
 
-/* upstream defaults when a property is absent (§3.1) */
+/*
+ * upstream defaults when a property is absent (alethic-ism-core-go
+ * pkg/repository/processor/tables/config.go DefaultTableProcessorConfig)
+ */
 #define DEFAULT_TABLE_NAME	"hello_world"
 #define DEFAULT_BATCH_SIZE	10
 #define DEFAULT_WINDOW_S	15
@@ -62,7 +65,7 @@ ism_writer_batches_init(MemoryContext context)
 /* --- properties ---------------------------------------------------------- */
 
 /*
- * The table settings from processor.properties (§3.1), with upstream's
+ * The table settings from processor.properties, with upstream's
  * defaults for absent keys and its meaning for explicit nulls.  Keys are
  * matched as Go's encoding/json matches them (any case; the last of
  * several: upstream's pkg/handler/config.go unmarshals the properties into

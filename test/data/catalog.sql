@@ -1,5 +1,5 @@
--- The ISM catalog tables ism_state reads (alethic-ism-db bootstrap.sql and
--- migrations, as described in the reference, §6.1), with the example
+-- The ISM catalog tables ism_state reads (quantumwake/alethic-ism-db
+-- bootstrap/bootstrap.sql and bootstrap/migrations/), with the example
 -- scenario of the platform's sample messages: project 5b8e2f14-…, an
 -- openai processor 7a1c9e3b-… and a state-tables processor 3f2b6c1e-…,
 -- route R1 = questions state → openai processor, R2 = answers state →

@@ -1,6 +1,6 @@
 # The state router against a real nats-server: each inbound type's
-# published messages compared field by field with the contract (reference
-# state-router §2-§5), replay paging and chunking, and every kind of bad
+# published messages compared field by field with what the Python router
+# sends (alethic-ism-state-router main.py), replay paging and chunking, and every kind of bad
 # message (FAILED status, dead-letter row, the worker going on).
 use strict;
 use warnings;
@@ -58,7 +58,7 @@ sub route
 # Processor rows are cached for a second: a change applies within 2 s.
 sub props { set_properties($node, @_); }
 
-# --- query_state_entry (§3.1) -------------------------------------------------
+# --- query_state_entry --------------------------------------------------------
 my $entries = [ { question => 'q1', score => 0.5, meta => { k => 1 }, x => undef },
 	{ question => 'q2', flagged => JSON::PP::true } ];
 my $mon = start_collecting($url, 'processor.monitor', 1, 15);
@@ -89,7 +89,7 @@ is_deeply($got->[0][1]{query_state}, [ { a => 1 } ], 'an object becomes a list o
 is_deeply($got->[0][1]{context}, { user_id => 'u1' }, 'context passed through');
 is($got->[0][1]{input_route_id}, undef, 'input_route_id null when absent');
 
-# --- query_processor_entry (§3.2) ----------------------------------------------
+# --- query_processor_entry -----------------------------------------------------
 $mon = start_collecting($url, 'processor.monitor', 1, 3);
 $got = route({ type => 'query_processor_entry', processor_id => $openai,
 		input_route_id => 'ignored', query_state => [ { owner_id => 'o' } ] },
@@ -104,7 +104,7 @@ is($msg->{input_route_id}, undef, 'input_route_id is null');
 is($msg->{processor_id}, $openai, 'processor_id');
 is(scalar @{ finish_collecting($mon) }, 0, 'no ROUTED without a route_id');
 
-# --- subjects: priority and partition modes (§2.5, §5.2) -----------------------
+# --- subjects: priority and partition modes (ismcore get_publish_subject, main.py _get_partition_key) ---
 my $entry_r1 = sub {
 	my (%extra) = @_;
 	return route({ type => 'query_state_entry', route_id => $r1,
@@ -131,7 +131,7 @@ props($openai, { concurrencyMode => 'EXPRESSION',
 is($entry_r1->(), "language.models.openai.low.$project",
 	'a hostile, deeply nested expression: the project id, no crash');
 
-# --- query_state_route (§3.3): the example state ----------------------------------
+# --- query_state_route: the example state -----------------------------------------
 props($openai, { maxBatchSize => 100, maxBatchLimit => 1 });
 $got = route({ type => 'query_state_route', route_id => $r1 }, 'language.models.openai.>', 2);
 is(scalar @$got, 2, 'replay: one message per row with maxBatchLimit 1');
