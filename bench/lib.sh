@@ -37,6 +37,8 @@ bench_init_cluster() {	# [extra postgresql.conf lines]
 	[ "$(id -u)" -ne 0 ] || chown postgres: "$work"
 	as_pg "$PGBIN/initdb" -D "$work/pg" -A trust -U postgres >/dev/null
 	sed "s|nats://127.0.0.1:4222|nats://127.0.0.1:$NATS_PORT|" test/data/routing.yaml > "$work/routing.yaml"
+	# a script's changes to the routes, made before any worker consumes them
+	! declare -F bench_edit_routing >/dev/null || bench_edit_routing "$work/routing.yaml"
 	cat >> "$work/pg/postgresql.conf" <<EOF
 listen_addresses = ''
 port = $PG_PORT

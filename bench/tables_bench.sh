@@ -47,6 +47,16 @@ mkdir -p "$OUT"
 selected() { [ -z "${CASES:-}" ] || [[ " $CASES " == *" $1 "* ]]; }
 selected up-1 || selected up-100 || selected tuned-1 || selected tuned-100 &&
 	make -s bench/external-consumer
+# The writer's consumer: pull, as the figures in bench/README.md were
+# measured; BENCH_WRITER_MODE=push consumes as the example routing file does
+# (the platform's default).  Set in the routing file, before the writer
+# makes its consumer: an existing consumer is bound to as it is, whatever
+# the route's mode says later.  1000 in flight, as the platform's default.
+case "${BENCH_WRITER_MODE:=pull}" in push|pull) ;; *) echo "BENCH_WRITER_MODE: push or pull" >&2; exit 2 ;; esac
+bench_edit_routing() {	# FILE: the writer's route is the one with max_ack_pending
+	sed -i "s/^\( *\)max_ack_pending: 100 .*/\1max_ack_pending: 1000\n\1mode: $BENCH_WRITER_MODE/" "$1"
+	grep -q "mode: $BENCH_WRITER_MODE" "$1" || { echo "could not set the writer's mode in $1" >&2; exit 1; }
+}
 bench_start_stack "track_commit_timestamp = on
 shared_buffers = 512MB
 max_wal_size = 8GB
@@ -63,8 +73,6 @@ SELECT c || '-p-' || i, 'data/transformers/mixer/state-tables-1.0',
 INSERT INTO processor_state (id, processor_id, state_id, direction, status)
 SELECT c || '-r-' || i, c || '-p-' || i, 'e6a9c3d7-2b1f-4e85-9c4a-7f0d8b2e5c16', 'INPUT', 'CREATED'
   FROM unnest(ARRAY['ism', 'up', 'tuned']) c, generate_series(0, 99) i;
-UPDATE ism_state.route SET max_ack_pending = 1000
- WHERE selector = 'data/transformers/mixer/state-tables-1.0';
 
 -- the tables of a case, by the prefix of their processors
 CREATE FUNCTION bench_tables(prefix text) RETURNS SETOF regclass LANGUAGE sql AS $$
@@ -100,12 +108,10 @@ BEGIN
   RETURN total;
 END $$;
 SQL
-# The writer's consumer: pull, as the figures in bench/README.md were
-# measured; BENCH_WRITER_MODE=push consumes as the example routing file does
-# (the platform's default).
-case "${BENCH_WRITER_MODE:=pull}" in push|pull) ;; *) echo "BENCH_WRITER_MODE: push or pull" >&2; exit 2 ;; esac
-psql_b -c "UPDATE ism_state.route SET mode = '$BENCH_WRITER_MODE'
-           WHERE selector = 'data/transformers/mixer/state-tables-1.0'" >/dev/null
+# what the writer consumes is what was asked for
+made=$([ -n "$(consumer_field data_transformers_state_tables state_tables_workers deliver_subject)" ] &&
+	echo push || echo pull)
+[ "$made" = "$BENCH_WRITER_MODE" ] || { echo "the writer's consumer is $made, not $BENCH_WRITER_MODE" >&2; exit 1; }
 nats_b stream-add BENCH_UP bench.up >/dev/null
 nats_b stream-add BENCH_TUNED bench.tuned >/dev/null
 

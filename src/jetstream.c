@@ -26,6 +26,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 
+#include "utils/memutils.h"
 #include "utils/wait_event.h"
 
 #include "jetstream.h"
@@ -51,6 +52,8 @@ static char inbound_selector[256];	/* the route being consumed, for the counters
 static int64 inbound_duplicate_window_ns;	/* of the stream being consumed */
 static int	in_flight = 0;		/* fetched and not yet released */
 static void (*before_close) (void) = NULL;
+
+static void take_message(IsmMessage *out, natsMsg *m);
 
 /*
  * The wait event shown in pg_stat_activity while waiting for the NATS
@@ -502,19 +505,139 @@ ism_nats_is_subscribed(void)
 	return subscription != NULL;
 }
 
-/* Stop consuming; the durable consumer stays on the server. */
+/*
+ * What a push or core NATS subscription that goes had received: nats.c
+ * frees the messages queued in a subscription it destroys, and drops those
+ * still on their way to it; the server holds a stream's as delivered, and
+ * sends them again only after the consumer's ack wait (60 s on the
+ * platform's writer route), a core NATS one never.  So the subscription is
+ * drained instead (the server stops sending, and what it sent before is
+ * taken), at most connect_timeout long.  Collected with malloc (signals
+ * blocked by the caller); *n of them.
+ */
+static natsMsg **
+drain_queued_locked(int *n)
+{
+	int64_t		deadline = nats_Now() + ism_nats_connect_timeout_ms;
+	bool		draining;
+	natsMsg   **got = NULL;
+	int			cap = 0;
+
+	*n = 0;
+	draining = natsSubscription_DrainTimeout(subscription, ism_nats_connect_timeout_ms) == NATS_OK;
+	for (;;)
+	{
+		natsMsg    *m = NULL;
+		int64_t		left = deadline - nats_Now();
+
+		/* draining: NextMsg returns once the drain is over; else only what is there */
+		if (natsSubscription_NextMsg(&m, subscription, draining && left > 0 ? left : 0) != NATS_OK)
+			break;
+		if (*n == cap)
+		{
+			natsMsg   **more = realloc(got, sizeof(natsMsg *) * (cap = Max(cap * 2, 64)));
+
+			if (more == NULL)
+			{
+				natsMsg_Destroy(m);
+				break;
+			}
+			got = more;
+		}
+		got[(*n)++] = m;
+	}
+	if (!draining)
+		natsSubscription_Unsubscribe(subscription);
+	return got;
+}
+
+/*
+ * Messages a core NATS subscription had received when it went, handed out
+ * by the next fetch (of whatever subscription follows) before anything
+ * else: nothing would ever send them again.  In TopMemoryContext.
+ */
+static IsmMessage *leftovers = NULL;
+static int	nleftovers = 0;
+static int	leftovers_cap = 0;
+
+static void
+keep_leftover(const IsmMessage *m)
+{
+	if (nleftovers == leftovers_cap)
+	{
+		leftovers_cap = Max(leftovers_cap * 2, 64);
+		leftovers = leftovers == NULL ?
+			MemoryContextAlloc(TopMemoryContext, sizeof(IsmMessage) * leftovers_cap) :
+			repalloc(leftovers, sizeof(IsmMessage) * leftovers_cap);
+	}
+	leftovers[nleftovers++] = *m;
+}
+
+/*
+ * Give back what the drained subscription had received: a stream's
+ * message is nak'ed, to come again at once (to the next subscription, or
+ * another member of the deliver group); any other is kept for the next
+ * fetch.  Returns how many were nak'ed.
+ */
+static int
+give_back(natsMsg **got, int n)
+{
+	int			naked = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		IsmMessage	m;
+
+		take_message(&m, got[i]);
+		if (!m.from_stream)
+		{
+			keep_leftover(&m);
+			continue;
+		}
+		if (natsMsg_Nak(got[i], NULL) == NATS_OK)
+			naked++;
+		natsMsg_Destroy(got[i]);
+	}
+	ism_count_inbound(ISM_RC_NAKED, naked);
+	return naked;
+}
+
+/*
+ * Stop consuming; the durable consumer stays on the server.  A pull
+ * subscription has nothing queued (every fetch returns what its request
+ * brought); a push or core NATS one gives back what it had received.
+ */
 void
 ism_nats_unsubscribe(void)
 {
 	sigset_t	saved;
+	natsMsg   **got = NULL;
+	int			n = 0;
+	int			kept = nleftovers;
+	int			naked;
 
 	if (subscription == NULL)
 		return;
 	ism_block_signals(&saved);
-	natsSubscription_Unsubscribe(subscription);
+	if (subscription_mode == ISM_CONSUME_PULL)
+		natsSubscription_Unsubscribe(subscription);
+	else
+		got = drain_queued_locked(&n);
+	ism_restore_signals(&saved);
+	naked = give_back(got, n);
+	free(got);
+	ism_block_signals(&saved);
 	natsSubscription_Destroy(subscription);
+	if (naked > 0)
+		/* the naks on their way before the connection may go */
+		natsConnection_FlushTimeout(ism_nats_connection(), ism_nats_connect_timeout_ms);
 	ism_restore_signals(&saved);
 	subscription = NULL;
+	if (n > 0)
+		ereport(LOG,
+				(errmsg("ism_state: the subscription to \"%s\" had received %d messages when it ended:"
+						" %d given back to the server, %d kept to be handled next",
+						inbound_selector, n, naked, nleftovers - kept)));
 }
 
 /*
@@ -611,6 +734,27 @@ take_message(IsmMessage *out, natsMsg *m)
 	jsMsgMetaData_Destroy(meta);
 }
 
+/* Up to max of the leftovers, oldest first; counted as received now. */
+static int
+take_leftovers(IsmMessage *msgs, int max)
+{
+	int			n = Min(max, nleftovers);
+	int64		bytes = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		msgs[i] = leftovers[i];
+		bytes += msgs[i].len;
+	}
+	memmove(leftovers, leftovers + n, sizeof(IsmMessage) * (nleftovers - n));
+	nleftovers -= n;
+	ism_count_inbound(ISM_RC_RECEIVED, n);
+	ism_count_inbound(ISM_RC_BYTES_IN, bytes);
+	in_flight += n;
+	ism_stats_set_in_flight(in_flight);
+	return n;
+}
+
 /*
  * Up to max messages from the subscription, waiting at most timeout_ms:
  * fetched from a pull consumer, or taken from what a push consumer or a
@@ -630,6 +774,8 @@ ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms, char *errbuf, size_t e
 	int64		bytes = 0;
 	int64		redeliveries = 0;
 
+	if (nleftovers > 0)
+		return take_leftovers(msgs, max);
 	if (subscription == NULL)
 		return 0;
 	got = palloc(sizeof(natsMsg *) * Max(max, 1));

@@ -249,9 +249,9 @@ refresh_route_cache(IsmWorker *w)
 
 /*
  * Unsubscribe, or close the connection.  The writer first lets go of the
- * messages its batches hold, unacked: they belong to the subscription that
- * goes, and come back from the server (its flushes recorded what they
- * applied, so nothing is written twice).
+ * messages its batches hold, nak'ed: they belong to the subscription that
+ * goes, and come back from the server at once (its flushes recorded what
+ * they applied, so nothing is written twice).
  */
 static void
 drop_nats(IsmWorker *w, bool connection)

@@ -672,11 +672,16 @@ ism_writer_consume(int timeout_ms, int max_in_flight, int ack_wait_ms)
 	return n;
 }
 
-/* Give up the pending messages, unacked (the server redelivers them). */
+/*
+ * Give up the pending messages, nak'ed: the server delivers them again at
+ * once (unacked, they would wait for the consumer's ack wait).  A nak that
+ * cannot be sent (the connection gone) leaves them to the ack wait.
+ */
 void
 ism_writer_release_pending(void)
 {
 	ListCell   *lc;
+	char		err[256];
 
 	foreach(lc, ism_writer_batches)
 	{
@@ -684,7 +689,12 @@ ism_writer_release_pending(void)
 		ListCell   *pc;
 
 		foreach(pc, b->pending)
-			ism_nats_release(&((Pending *) lfirst(pc))->msg, 1);
+		{
+			IsmMessage *m = &((Pending *) lfirst(pc))->msg;
+
+			(void) ism_nats_settle(m, ISM_NAK, 0, err, sizeof(err));
+			ism_nats_release(m, 1);
+		}
 		ism_writer_empty_batch(b);
 	}
 }
