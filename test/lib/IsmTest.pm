@@ -1,7 +1,8 @@
 # IsmTest: helpers for the ism_state integration tests.
 #
 # IsmTest::Nats runs a real nats-server (JetStream on) on a free loopback
-# port, restartable on the same port and store; every server still running
+# port, restartable on the same port and store (ISM_NATS_SERVER names
+# another binary than the nats-server on PATH); every server still running
 # is killed when the test script ends, passed or failed.  The functions
 # below build PostgreSQL::Test::Cluster nodes with ism_state preloaded and
 # wait on the pg_stat_ism_worker view.
@@ -24,6 +25,7 @@ our @EXPORT = qw(new_ism_node nats_client worker_pids wait_for_workers
   helm_routing_file);
 
 my $client = ($ENV{TESTDIR} // '.') . '/test/ism-nats';
+my $nats_server = $ENV{ISM_NATS_SERVER} || 'nats-server';
 
 # Run the test NATS client; returns (exit code, stdout, stderr).  A
 # reference to a scalar as the last argument is sent on standard input
@@ -303,7 +305,7 @@ jetstream { store_dir: "$self->{dir}/js" }
 $self->{extra_conf}
 EOF
 	close $fh;
-	$self->{handle} = IPC::Run::start([ 'nats-server', '-c', $conf ],
+	$self->{handle} = IPC::Run::start([ $nats_server, '-c', $conf ],
 		'<', \undef, '>>', $self->logfile, '2>>', $self->logfile);
 
 	my $deadline = time + 30;
