@@ -31,6 +31,7 @@
 
 #include "jetstream.h"
 #include "counters.h"
+#include "json.h"
 #include "log_limit.h"
 #include "nats_conn.h"
 #include "settings.h"
@@ -43,17 +44,28 @@
 /* the server's duplicate window for a stream made without one */
 #define ISM_DEFAULT_DUPLICATE_WINDOW_NS	(INT64CONST(120) * 1000000000)
 
+/*
+ * The consumers being consumed: one, or a priority route's two (its high
+ * consumer first).  A push or core NATS subscription is always alone.
+ */
+#define ISM_MAX_BOUND 2
+typedef struct BoundSub
+{
+	natsSubscription *sub;
+	char		durable[256];	/* JetStream: its consumer */
+} BoundSub;
+
 static jsCtx *js = NULL;
-static natsSubscription *subscription = NULL;
-static IsmConsumeMode subscription_mode;	/* how it is bound */
-static char bound_stream[256];	/* JetStream: the consumer it is bound to */
-static char bound_durable[256];
+static BoundSub bound_subs[ISM_MAX_BOUND];
+static int	nbound = 0;
+static IsmConsumeMode subscription_mode;	/* how they are bound */
+static char bound_stream[256];	/* JetStream: their stream */
 static char inbound_selector[256];	/* the route being consumed, for the counters */
 static int64 inbound_duplicate_window_ns;	/* of the stream being consumed */
 static int	in_flight = 0;		/* fetched and not yet released */
 static void (*before_close) (void) = NULL;
 
-static void take_message(IsmMessage *out, natsMsg *m);
+static void take_message(IsmMessage *out, natsMsg *m, const char *durable);
 
 /*
  * The wait event shown in pg_stat_activity while waiting for the NATS
@@ -346,7 +358,7 @@ ensure_consumer_locked(const IsmConsumerSpec *spec, BoundConsumer *bc,
  */
 static bool
 bind_consumer_locked(const IsmConsumerSpec *spec, const BoundConsumer *bc,
-					 char *errbuf, size_t errlen)
+					 natsSubscription **subscription, char *errbuf, size_t errlen)
 {
 	jsSubOptions so;
 	jsErrCode	jerr = 0;
@@ -360,21 +372,24 @@ bind_consumer_locked(const IsmConsumerSpec *spec, const BoundConsumer *bc,
 	{
 		so.Queue = bc->deliver_group[0] ? bc->deliver_group : NULL;
 		so.ManualAck = true;
-		s = js_SubscribeSync(&subscription, js, spec->subject, NULL, &so, &jerr);
+		s = js_SubscribeSync(subscription, js, spec->subject, NULL, &so, &jerr);
 	}
 	else
-		s = js_PullSubscribe(&subscription, js, spec->subject, spec->durable,
-							 NULL, &so, &jerr);
+		/* nats.c 3.10 wants a subject the consumer filters on, if any */
+		s = js_PullSubscribe(subscription, js,
+							 spec->nfilter_subjects > 0 ? spec->filter_subjects[0] : spec->subject,
+							 spec->durable, NULL, &so, &jerr);
 	if (s == NATS_OK)
 		return true;
-	subscription = NULL;
+	*subscription = NULL;
 	snprintf(what, sizeof(what), "could not subscribe to consumer \"%s\"", spec->durable);
 	return js_failure(what, s, jerr, errbuf, errlen);
 }
 
 /* Subscribe to a core NATS subject.  Signals blocked by the caller. */
 static bool
-subscribe_core_locked(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
+subscribe_core_locked(const IsmConsumerSpec *spec, natsSubscription **subscription,
+					  char *errbuf, size_t errlen)
 {
 	natsConnection *nc = ism_nats_connection();
 	natsStatus	s;
@@ -386,16 +401,16 @@ subscribe_core_locked(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
 		return false;
 	}
 	s = spec->queue ?
-		natsConnection_QueueSubscribeSync(&subscription, nc, spec->subject, spec->queue) :
-		natsConnection_SubscribeSync(&subscription, nc, spec->subject);
+		natsConnection_QueueSubscribeSync(subscription, nc, spec->subject, spec->queue) :
+		natsConnection_SubscribeSync(subscription, nc, spec->subject);
 	/* the server has the interest once this returns */
 	if (s == NATS_OK)
 		s = natsConnection_FlushTimeout(nc, ism_nats_connect_timeout_ms);
 	if (s == NATS_OK)
 		return true;
-	if (subscription)
-		natsSubscription_Destroy(subscription);
-	subscription = NULL;
+	if (*subscription)
+		natsSubscription_Destroy(*subscription);
+	*subscription = NULL;
 	snprintf(what, sizeof(what), "could not subscribe to subject \"%s\"", spec->subject);
 	return js_failure(what, s, 0, errbuf, errlen);
 }
@@ -409,6 +424,13 @@ describe_subscription(const IsmConsumerSpec *spec, const BoundConsumer *bc,
 		snprintf(bound, boundlen, "core NATS subject \"%s\"%s%s%s", spec->subject,
 				 spec->queue ? ", queue group \"" : "", spec->queue ? spec->queue : "",
 				 spec->queue ? "\"" : "");
+	else if (spec->high)
+		snprintf(bound, boundlen,
+				 "stream \"%s\", priority pull consumers \"%s\" (%s, %s) before \"%s\" (%s, %s, %s)",
+				 spec->stream, spec->high->durable,
+				 spec->high->filter_subjects[0], spec->high->filter_subjects[1],
+				 spec->durable, spec->filter_subjects[0], spec->filter_subjects[1],
+				 spec->filter_subjects[2]);
 	else if (bc->push)
 		snprintf(bound, boundlen, "stream \"%s\", push consumer \"%s\"%s%s%s%s",
 				 spec->stream, spec->durable,
@@ -422,9 +444,151 @@ describe_subscription(const IsmConsumerSpec *spec, const BoundConsumer *bc,
 }
 
 /*
+ * The JetStream API request that makes a pull consumer filtered on several
+ * subjects, or brings an existing one in line, as ismcore's add_consumer
+ * does (alethic-ism-core, ismcore/messaging/nats_message_route_concurrent.py
+ * _subscribe_priority): deliver all, explicit ack, the route's ack_wait.
+ * nats.c 3.4 has no FilterSubjects, so the request is made here.
+ */
+static char *
+filtered_consumer_request(const IsmConsumerSpec *spec)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"stream_name\":");
+	ism_json_append_string(&buf, spec->stream, strlen(spec->stream));
+	appendStringInfoString(&buf, ",\"config\":{\"durable_name\":");
+	ism_json_append_string(&buf, spec->durable, strlen(spec->durable));
+	appendStringInfo(&buf, ",\"deliver_policy\":\"all\",\"ack_policy\":\"explicit\","
+					 "\"ack_wait\":" INT64_FORMAT ",\"max_ack_pending\":%d,\"filter_subjects\":[",
+					 (int64) spec->ack_wait_s * 1000000000, spec->max_ack_pending);
+	for (int i = 0; i < spec->nfilter_subjects; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		ism_json_append_string(&buf, spec->filter_subjects[i],
+							   strlen(spec->filter_subjects[i]));
+	}
+	appendStringInfoString(&buf, "]}}");
+	return buf.data;
+}
+
+/*
+ * The server's answer to filtered_consumer_request: no error, and the
+ * filter subjects asked for kept (a server before 2.10 would drop them
+ * and filter on nothing).
+ */
+static bool
+filtered_consumer_made(const IsmConsumerSpec *spec, const char *reply, int len,
+					   char *errbuf, size_t errlen)
+{
+	char	   *perr = NULL;
+	IsmJson    *root = ism_json_parse(reply, len, &perr);
+	IsmJson    *error = ism_json_get(root, "error");
+	IsmJson    *filters = ism_json_get(ism_json_get(root, "config"), "filter_subjects");
+	IsmJson    *f;
+	int			i = 0;
+
+	if (!ism_json_is(root, ISM_JSON_OBJECT))
+	{
+		snprintf(errbuf, errlen, "could not create consumer \"%s\": the server's answer is not a JSON object",
+				 spec->durable);
+		return false;
+	}
+	if (error)
+	{
+		const char *description = ism_json_cstring(ism_json_get(error, "description"));
+		IsmJson    *code = ism_json_get(error, "err_code");
+
+		snprintf(errbuf, errlen, "could not create consumer \"%s\": %s (JetStream error %.*s)",
+				 spec->durable, description ? description : "(no description)",
+				 ism_json_is(code, ISM_JSON_NUMBER) ? code->len : 1,
+				 ism_json_is(code, ISM_JSON_NUMBER) ? code->text : "?");
+		return false;
+	}
+	ism_json_foreach(f, ism_json_is(filters, ISM_JSON_ARRAY) ? filters : NULL)
+	{
+		const char *subject = ism_json_cstring(f);
+
+		if (i >= spec->nfilter_subjects || subject == NULL ||
+			strcmp(subject, spec->filter_subjects[i]) != 0)
+			break;
+		i++;
+	}
+	if (!ism_json_is(filters, ISM_JSON_ARRAY) || filters->count != spec->nfilter_subjects ||
+		i != spec->nfilter_subjects)
+	{
+		snprintf(errbuf, errlen, "consumer \"%s\" was not given its %d filter subjects"
+				 " (a nats-server before 2.10 in the cluster?)",
+				 spec->durable, spec->nfilter_subjects);
+		return false;
+	}
+	return true;
+}
+
+/* Make or update a pull consumer filtered on several subjects. */
+static bool
+ensure_filtered_consumer(const IsmConsumerSpec *spec, char *errbuf, size_t errlen)
+{
+	char	   *body = filtered_consumer_request(spec);
+	char	   *subject = psprintf("$JS.API.CONSUMER.CREATE.%s.%s", spec->stream, spec->durable);
+	natsConnection *nc = ism_nats_connection();
+	natsMsg    *reply = NULL;
+	natsStatus	s = NATS_CONNECTION_CLOSED;
+	sigset_t	saved;
+	char		what[512];
+	char	   *answer;
+
+	ism_block_signals(&saved);
+	pgstat_report_wait_start(nats_wait_event());
+	if (nc)
+		s = natsConnection_Request(&reply, nc, subject, body, (int) strlen(body),
+								   ism_nats_connect_timeout_ms);
+	pgstat_report_wait_end();
+	ism_restore_signals(&saved);
+	if (s != NATS_OK)
+	{
+		snprintf(what, sizeof(what), "could not create consumer \"%s\"", spec->durable);
+		return js_failure(what, s, 0, errbuf, errlen);
+	}
+	answer = pnstrdup(natsMsg_GetData(reply), natsMsg_GetDataLength(reply));
+	natsMsg_Destroy(reply);
+	return filtered_consumer_made(spec, answer, strlen(answer), errbuf, errlen);
+}
+
+/*
+ * Make sure the durable consumer spec names exists, and bind a
+ * subscription to it in the next free slot.
+ */
+static bool
+consume_consumer(const IsmConsumerSpec *spec, BoundConsumer *bc, char *errbuf, size_t errlen)
+{
+	BoundSub   *b = &bound_subs[nbound];
+	sigset_t	saved;
+	bool		ok = true;
+
+	Assert(nbound < ISM_MAX_BOUND);
+	if (spec->nfilter_subjects > 0)
+		ok = ensure_filtered_consumer(spec, errbuf, errlen);
+	ism_block_signals(&saved);
+	if (ok && spec->nfilter_subjects == 0)
+		ok = ensure_consumer_locked(spec, bc, errbuf, errlen);
+	if (ok)
+		ok = bind_consumer_locked(spec, bc, &b->sub, errbuf, errlen);
+	ism_restore_signals(&saved);
+	if (!ok)
+		return false;
+	strlcpy(b->durable, spec->durable, sizeof(b->durable));
+	nbound++;
+	return true;
+}
+
+/*
  * Consume what spec says: make sure the stream and the durable consumer
- * exist and bind to the consumer, or subscribe to a core NATS subject.
- * Replaces any current subscription.  bound says what it is bound to.
+ * (a priority route's two) exist and bind to them, or subscribe to a core
+ * NATS subject.  Replaces any current subscription.  bound says what it is
+ * bound to.
  */
 bool
 ism_nats_subscribe(const IsmConsumerSpec *spec, char *bound, size_t boundlen,
@@ -441,18 +605,24 @@ ism_nats_subscribe(const IsmConsumerSpec *spec, char *bound, size_t boundlen,
 	ok = open_js(errbuf, errlen) &&
 		(spec->open_locked == NULL || spec->open_locked(errbuf, errlen));
 	if (ok && spec->mode == ISM_CONSUME_CORE)
-		ok = subscribe_core_locked(spec, errbuf, errlen);
+	{
+		ok = subscribe_core_locked(spec, &bound_subs[0].sub, errbuf, errlen);
+		nbound = ok ? 1 : 0;
+	}
 	else if (ok)
 	{
-		ok = ensure_stream_locked(spec->stream, spec->subject, errbuf, errlen) &&
-			ensure_consumer_locked(spec, &bc, errbuf, errlen);
+		ok = ensure_stream_locked(spec->stream, spec->subject, errbuf, errlen);
 		if (ok)
-		{
 			inbound_duplicate_window_ns = duplicate_window_locked(spec->stream);
-			ok = bind_consumer_locked(spec, &bc, errbuf, errlen);
-		}
 	}
 	ism_restore_signals(&saved);
+	if (ok && spec->mode != ISM_CONSUME_CORE)
+	{
+		ok = (spec->high == NULL || consume_consumer(spec->high, &bc, errbuf, errlen)) &&
+			consume_consumer(spec, &bc, errbuf, errlen);
+		if (!ok)
+			ism_nats_unsubscribe();
+	}
 	if (!ok)
 		return false;
 
@@ -460,41 +630,42 @@ ism_nats_subscribe(const IsmConsumerSpec *spec, char *bound, size_t boundlen,
 		bc.push ? ISM_CONSUME_PUSH : ISM_CONSUME_PULL;
 	strlcpy(bound_stream, spec->mode == ISM_CONSUME_CORE ? "" : spec->stream,
 			sizeof(bound_stream));
-	strlcpy(bound_durable, spec->mode == ISM_CONSUME_CORE ? "" : spec->durable,
-			sizeof(bound_durable));
 	describe_subscription(spec, &bc, bound, boundlen);
 	return true;
 }
 
 /*
- * Is the consumer still there?  A push subscription whose consumer was
+ * Are the consumers still there?  A push subscription whose consumer was
  * deleted just receives nothing: nats.go deletes a consumer its subscribe
  * created when that subscription ends, so a Go service stopping after
  * ism_state bound to the consumer it made takes it away.  The worker asks
  * now and then, and subscribes again (making it anew) when it is gone.
- * true when it is, or cannot be told (a timeout, say), or for core NATS.
+ * true when they are, or cannot be told (a timeout, say), or for core NATS.
  */
 bool
 ism_nats_consumer_exists(char *errbuf, size_t errlen)
 {
-	jsConsumerInfo *ci = NULL;
-	jsErrCode	jerr = 0;
-	natsStatus	s;
-	sigset_t	saved;
-
-	if (subscription == NULL || subscription_mode == ISM_CONSUME_CORE || js == NULL)
+	if (nbound == 0 || subscription_mode == ISM_CONSUME_CORE || js == NULL)
 		return true;
-	ism_block_signals(&saved);
-	pgstat_report_wait_start(nats_wait_event());
-	s = js_GetConsumerInfo(&ci, js, bound_stream, bound_durable, NULL, &jerr);
-	pgstat_report_wait_end();
-	ism_restore_signals(&saved);
-	jsConsumerInfo_Destroy(ci);
-	if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr)
+	for (int i = 0; i < nbound; i++)
 	{
-		snprintf(errbuf, errlen, "consumer \"%s\" of stream \"%s\" is gone",
-				 bound_durable, bound_stream);
-		return false;
+		jsConsumerInfo *ci = NULL;
+		jsErrCode	jerr = 0;
+		natsStatus	s;
+		sigset_t	saved;
+
+		ism_block_signals(&saved);
+		pgstat_report_wait_start(nats_wait_event());
+		s = js_GetConsumerInfo(&ci, js, bound_stream, bound_subs[i].durable, NULL, &jerr);
+		pgstat_report_wait_end();
+		ism_restore_signals(&saved);
+		jsConsumerInfo_Destroy(ci);
+		if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr)
+		{
+			snprintf(errbuf, errlen, "consumer \"%s\" of stream \"%s\" is gone",
+					 bound_subs[i].durable, bound_stream);
+			return false;
+		}
 	}
 	return true;
 }
@@ -502,7 +673,7 @@ ism_nats_consumer_exists(char *errbuf, size_t errlen)
 bool
 ism_nats_is_subscribed(void)
 {
-	return subscription != NULL;
+	return nbound > 0;
 }
 
 /*
@@ -516,7 +687,7 @@ ism_nats_is_subscribed(void)
  * blocked by the caller); *n of them.
  */
 static natsMsg **
-drain_queued_locked(int *n)
+drain_queued_locked(natsSubscription *subscription, int *n)
 {
 	int64_t		deadline = nats_Now() + ism_nats_connect_timeout_ms;
 	bool		draining;
@@ -580,7 +751,7 @@ keep_leftover(const IsmMessage *m)
  * fetch.  Returns how many were nak'ed.
  */
 static int
-give_back(natsMsg **got, int n)
+give_back(natsMsg **got, int n, const char *durable)
 {
 	int			naked = 0;
 
@@ -588,7 +759,7 @@ give_back(natsMsg **got, int n)
 	{
 		IsmMessage	m;
 
-		take_message(&m, got[i]);
+		take_message(&m, got[i], durable);
 		if (!m.from_stream)
 		{
 			keep_leftover(&m);
@@ -603,7 +774,7 @@ give_back(natsMsg **got, int n)
 }
 
 /*
- * Stop consuming; the durable consumer stays on the server.  A pull
+ * Stop consuming; the durable consumers stay on the server.  A pull
  * subscription has nothing queued (every fetch returns what its request
  * brought); a push or core NATS one gives back what it had received.
  */
@@ -616,23 +787,29 @@ ism_nats_unsubscribe(void)
 	int			kept = nleftovers;
 	int			naked;
 
-	if (subscription == NULL)
-		return;
 	ism_block_signals(&saved);
-	if (subscription_mode == ISM_CONSUME_PULL)
-		natsSubscription_Unsubscribe(subscription);
+	/* a push or core NATS subscription is always alone */
+	if (nbound > 0 && subscription_mode != ISM_CONSUME_PULL)
+		got = drain_queued_locked(bound_subs[0].sub, &n);
 	else
-		got = drain_queued_locked(&n);
+		for (int i = 0; i < ISM_MAX_BOUND; i++)
+			if (bound_subs[i].sub)
+				natsSubscription_Unsubscribe(bound_subs[i].sub);
 	ism_restore_signals(&saved);
-	naked = give_back(got, n);
+	naked = give_back(got, n, bound_subs[0].durable);
 	free(got);
 	ism_block_signals(&saved);
-	natsSubscription_Destroy(subscription);
+	for (int i = 0; i < ISM_MAX_BOUND; i++)
+		if (bound_subs[i].sub)
+		{
+			natsSubscription_Destroy(bound_subs[i].sub);
+			bound_subs[i].sub = NULL;
+		}
 	if (naked > 0)
 		/* the naks on their way before the connection may go */
 		natsConnection_FlushTimeout(ism_nats_connection(), ism_nats_connect_timeout_ms);
 	ism_restore_signals(&saved);
-	subscription = NULL;
+	nbound = 0;
 	if (n > 0)
 		ereport(LOG,
 				(errmsg("ism_state: the subscription to \"%s\" had received %d messages when it ended:"
@@ -681,7 +858,7 @@ take_queued_locked(natsMsg **got, int max, int timeout_ms, int *n)
 		natsMsg    *m = NULL;
 
 		/* no wait once one came: a batch is what is there */
-		s = natsSubscription_NextMsg(&m, subscription, *n == 0 ? timeout_ms : 0);
+		s = natsSubscription_NextMsg(&m, bound_subs[0].sub, *n == 0 ? timeout_ms : 0);
 		if (s != NATS_OK)
 			break;
 		got[(*n)++] = m;
@@ -701,7 +878,7 @@ take_queued_locked(natsMsg **got, int max, int timeout_ms, int *n)
  * recorded as another stream's sequence.
  */
 static void
-take_message(IsmMessage *out, natsMsg *m)
+take_message(IsmMessage *out, natsMsg *m, const char *durable)
 {
 	jsMsgMetaData *meta = NULL;
 
@@ -714,7 +891,7 @@ take_message(IsmMessage *out, natsMsg *m)
 		return;
 	if (natsMsg_GetMetaData(&meta, m) == NATS_OK &&
 		strcmp(meta->Stream, bound_stream) == 0 &&
-		strcmp(meta->Consumer, bound_durable) == 0)
+		strcmp(meta->Consumer, durable) == 0)
 	{
 		out->stream_seq = meta->Sequence.Stream;
 		out->deliveries = meta->NumDelivered;
@@ -730,7 +907,7 @@ take_message(IsmMessage *out, natsMsg *m)
 		ism_log_limited(WARNING, "no JetStream metadata",
 						"ism_state: a message on \"%s\" came with no JetStream metadata of consumer \"%s\" (not from the stream);"
 						" it is handled as it comes, without exactly-once bookkeeping",
-						out->subject ? out->subject : "", bound_durable);
+						out->subject ? out->subject : "", durable);
 	jsMsgMetaData_Destroy(meta);
 }
 
@@ -756,41 +933,95 @@ take_leftovers(IsmMessage *msgs, int max)
 }
 
 /*
+ * Up to max messages from a pull subscription, appended to got[*n],
+ * waiting at most timeout_ms, or not at all (no_wait: what the consumer
+ * has now).  Signals blocked by the caller.
+ */
+static natsStatus
+fetch_pull_locked(natsSubscription *sub, natsMsg **got, int max, int timeout_ms,
+				  bool no_wait, int *n, jsErrCode *jerr)
+{
+	natsMsgList list = {0};
+	natsStatus	s;
+
+	if (no_wait)
+	{
+		jsFetchRequest req;
+
+		jsFetchRequest_Init(&req);
+		req.Batch = max;
+		req.NoWait = true;
+		/* the client's own limit; the server answers at once */
+		req.Expires = (int64_t) timeout_ms * 1000000;
+		s = natsSubscription_FetchRequest(&list, sub, &req);
+		if (s == NATS_NOT_FOUND)
+			s = NATS_TIMEOUT;	/* nothing there */
+	}
+	else
+		s = natsSubscription_Fetch(&list, sub, max, timeout_ms, jerr);
+	for (int i = 0; s == NATS_OK && i < list.Count; i++)
+	{
+		got[(*n)++] = list.Msgs[i];
+		list.Msgs[i] = NULL;	/* ours now */
+	}
+	natsMsgList_Destroy(&list);
+	return s;
+}
+
+/*
+ * A priority route's fetch (two pull subscriptions, the high one first):
+ * the high consumer's messages, up to half of max, without waiting; then
+ * the low one's for the rest, waiting only when the high one had none.
+ * Each turn takes from both, so that neither waits behind the other's
+ * backlog, as ismcore's two consume loops with their own worker pools
+ * (alethic-ism-core, nats_message_route_concurrent.py consume()).  *nhigh
+ * says how many came from the high one.  Signals blocked by the caller.
+ */
+static natsStatus
+fetch_priority_locked(natsMsg **got, int max, int timeout_ms, int *n, int *nhigh,
+					  jsErrCode *jerr)
+{
+	natsStatus	s;
+
+	s = fetch_pull_locked(bound_subs[0].sub, got, Max(max / 2, 1), timeout_ms, true, n, jerr);
+	*nhigh = *n;
+	if ((s == NATS_OK || s == NATS_TIMEOUT) && max > *n)
+		s = fetch_pull_locked(bound_subs[1].sub, got, max - *n, timeout_ms, *n > 0, n, jerr);
+	/* what came is handled; an error shows at the next fetch */
+	return *n > 0 ? NATS_OK : s;
+}
+
+/*
  * Up to max messages from the subscription, waiting at most timeout_ms:
- * fetched from a pull consumer, or taken from what a push consumer or a
- * core NATS subject has sent.  Returns how many (0 when none came), or -1
+ * fetched from a pull consumer (a priority route's two), or taken from
+ * what a push consumer or a core NATS subject has sent.  Returns how many (0 when none came), or -1
  * with errbuf filled.  The caller settles each (ack, nak or term) and then
  * releases them.
  */
 int
 ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms, char *errbuf, size_t errlen)
 {
-	natsMsgList list = {0};
 	natsMsg   **got;
 	jsErrCode	jerr = 0;
 	natsStatus	s;
 	sigset_t	saved;
 	int			n = 0;
+	int			nhigh = 0;
 	int64		bytes = 0;
 	int64		redeliveries = 0;
 
 	if (nleftovers > 0)
 		return take_leftovers(msgs, max);
-	if (subscription == NULL)
+	if (nbound == 0)
 		return 0;
-	got = palloc(sizeof(natsMsg *) * Max(max, 1));
+	max = Max(max, 1);
+	got = palloc(sizeof(natsMsg *) * max);
 	ism_block_signals(&saved);
 	pgstat_report_wait_start(nats_wait_event());
-	if (subscription_mode == ISM_CONSUME_PULL)
-	{
-		s = natsSubscription_Fetch(&list, subscription, max, timeout_ms, &jerr);
-		for (int i = 0; s == NATS_OK && i < list.Count; i++)
-		{
-			got[n++] = list.Msgs[i];
-			list.Msgs[i] = NULL;	/* ours now */
-		}
-		natsMsgList_Destroy(&list);
-	}
+	if (subscription_mode == ISM_CONSUME_PULL && nbound == 2)
+		s = fetch_priority_locked(got, max, timeout_ms, &n, &nhigh, &jerr);
+	else if (subscription_mode == ISM_CONSUME_PULL)
+		s = fetch_pull_locked(bound_subs[0].sub, got, max, timeout_ms, false, &n, &jerr);
 	else
 		s = take_queued_locked(got, max, timeout_ms, &n);
 	pgstat_report_wait_end();
@@ -813,7 +1044,8 @@ ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms, char *errbuf, size_t e
 
 	for (int i = 0; i < n; i++)
 	{
-		take_message(&msgs[i], got[i]);
+		take_message(&msgs[i], got[i],
+					 bound_subs[i < nhigh ? 0 : nbound - 1].durable);
 		bytes += msgs[i].len;
 		redeliveries += msgs[i].deliveries > 1;
 	}

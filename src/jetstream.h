@@ -23,6 +23,8 @@ typedef enum IsmConsumeMode
 	ISM_CONSUME_CORE			/* core NATS: the subject itself, no stream */
 } IsmConsumeMode;
 
+#define ISM_MAX_FILTER_SUBJECTS 3
+
 /* What to consume. */
 typedef struct IsmConsumerSpec
 {
@@ -37,6 +39,15 @@ typedef struct IsmConsumerSpec
 	 */
 	const char *queue;
 	const char *filter_subject; /* NULL: the whole stream */
+	/*
+	 * pull: instead, these several filter subjects (nats-server 2.10 and
+	 * later; the consumer is made through the JetStream API, nats.c 3.4
+	 * having no FilterSubjects)
+	 */
+	const char *filter_subjects[ISM_MAX_FILTER_SUBJECTS];
+	int			nfilter_subjects;
+	/* a priority route: its high consumer (pull, same stream), fetched first */
+	const struct IsmConsumerSpec *high;
 	int			ack_wait_s;
 	int			max_ack_pending;
 	/* also opened, signals blocked: the claims (ism_claims_open_locked), or NULL */

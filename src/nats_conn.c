@@ -19,6 +19,7 @@
  */
 #include "postgres.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -293,6 +294,31 @@ natsConnection *
 ism_nats_connection(void)
 {
 	return conn;
+}
+
+/*
+ * Is the server this connection is on at least major.minor?  nats.c keeps
+ * the version every server announces in its INFO, on each connect and
+ * reconnect, but has no public function for it (3.4 to 3.14); its own
+ * natsConn_srvVersionAtLeast, exported by libnats in all of them, is found
+ * at run time so that a libnats without it still loads.  *known is false
+ * then (and with no connection), and the answer false.
+ */
+bool
+ism_nats_server_at_least(int major, int minor, bool *known)
+{
+	typedef bool (*AtLeastFn) (natsConnection *nc, int major, int minor, int update);
+	static AtLeastFn at_least = NULL;
+	static bool looked_up = false;
+
+	if (!looked_up)
+	{
+		at_least = (AtLeastFn) dlsym(RTLD_DEFAULT, "natsConn_srvVersionAtLeast");
+		looked_up = true;
+	}
+	/* while reconnecting: the last server's, until the next one's INFO */
+	*known = at_least != NULL && conn != NULL;
+	return *known && at_least(conn, major, minor, 0);
 }
 
 /*

@@ -552,7 +552,8 @@ consumer_still_there(IsmWorker *w, const char *selector)
  * consumer "<name>_sub_1" (subscribe_pull_jetstream(), consumer_id "1");
  * it reads neither mode nor queue for that.  Its filters, [subject,
  * subject.>], cover what the stream holds, and nats-server 2.9 has no
- * consumer with two: a consumer made here has none.
+ * consumer with two: a consumer made here has none.  A concurrent
+ * priority route is two consumers instead (see priority_consumers).
  *
  * The writer follows core-go, the Go state-tables service's library
  * (alethic-ism-core-go, pkg/routing/nats): JetStream when the route has a
@@ -568,6 +569,60 @@ consumer_still_there(IsmWorker *w, const char *selector)
  * instance gets a share, not a copy.  Upstream's core subscriptions have
  * none without a queue, and so hand each message to every replica.
  */
+/*
+ * Does the server take consumers with several filter subjects (2.10 and
+ * later), which a concurrent priority route's are?  Decided by the version
+ * of the server connected to, which the worker learns when it connects;
+ * a route served as a plain one for want of it is said once.
+ */
+static bool
+priority_served(const IsmRoute *r)
+{
+	static bool said = false;
+	bool		known;
+
+	if (ism_nats_server_at_least(2, 10, &known))
+	{
+		said = false;
+		return true;
+	}
+	if (!said)
+		ereport(LOG,
+				(errmsg("%s: route \"%s\" is a concurrent priority route, consumed as a plain one"
+						" (consumer \"%s_sub_1\"): %s", MyBgworkerEntry->bgw_name, r->selector,
+						r->name, known ?
+						"its two consumers need nats-server 2.10 or later" :
+						"this nats.c does not tell the server's version")));
+	said = true;
+	return false;
+}
+
+/*
+ * A concurrent priority route's two pull consumers on nats-server 2.10, as
+ * ismcore makes them (alethic-ism-core,
+ * ismcore/messaging/nats_message_route_concurrent.py _subscribe_priority):
+ * "<name>_high_1" on subject.high and subject.high.>, and "<name>_low_1"
+ * on subject (publishers knowing no priority), subject.low and
+ * subject.low.>; spec becomes the low one, spec->high the other.
+ */
+static void
+priority_consumers(const IsmRoute *r, IsmConsumerSpec *spec, char *durable, size_t durable_len)
+{
+	IsmConsumerSpec *high = palloc(sizeof(IsmConsumerSpec));
+
+	snprintf(durable, durable_len, "%s_low_1", r->name);
+	spec->filter_subjects[0] = r->subject;
+	spec->filter_subjects[1] = psprintf("%s.low", r->subject);
+	spec->filter_subjects[2] = psprintf("%s.low.>", r->subject);
+	spec->nfilter_subjects = 3;
+	*high = *spec;
+	high->durable = psprintf("%s_high_1", r->name);
+	high->filter_subjects[0] = psprintf("%s.high", r->subject);
+	high->filter_subjects[1] = psprintf("%s.high.>", r->subject);
+	high->nfilter_subjects = 2;
+	spec->high = high;
+}
+
 static void
 platform_consumer(IsmWorker *w, const IsmRoute *r, IsmConsumerSpec *spec,
 				  char *durable, size_t durable_len)
@@ -603,6 +658,9 @@ platform_consumer(IsmWorker *w, const IsmRoute *r, IsmConsumerSpec *spec,
 	spec->max_ack_pending = r->max_ack_pending ? r->max_ack_pending : 1000;
 	spec->open_locked = w->role == ISM_ROLE_WRITER && ism_claims_bucket[0] ?
 		ism_claims_open_locked : NULL;
+	if (w->role == ISM_ROLE_ROUTER && r->concurrent_enabled &&
+		r->concurrent_priority_enabled && priority_served(r))
+		priority_consumers(r, spec, durable, durable_len);
 }
 
 /*

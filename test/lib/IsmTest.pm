@@ -288,6 +288,23 @@ sub wait_for_jetstream_leader
 	die "no JetStream meta leader in cluster of $self->{name}";
 }
 
+# The binary's version, as [major, minor, patch] (nats-server --version).
+sub version
+{
+	my $out = `$nats_server --version 2>&1`;
+	my @v = $out =~ /v(\d+)\.(\d+)\.(\d+)/
+	  or die "no version in \"$nats_server --version\": $out";
+	return \@v;
+}
+
+# Is the binary at least $major.$minor?
+sub at_least
+{
+	my ($class, $major, $minor) = @_;
+	my $v = $class->version;
+	return $v->[0] > $major || ($v->[0] == $major && $v->[1] >= $minor);
+}
+
 sub url { my ($self) = @_; return "nats://127.0.0.1:$self->{port}"; }
 sub port { my ($self) = @_; return $self->{port}; }
 sub logfile { my ($self) = @_; return "$self->{dir}/nats.log"; }

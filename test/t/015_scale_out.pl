@@ -12,6 +12,10 @@
 # (one that does not lead the claims bucket: README, "Growing past one
 # machine").
 #
+# Part 3, on nats-server 2.10 or newer (ISM_NATS_SERVER; skipped on 2.9,
+# which stalls there): 20,000 more messages while the nats-server leading
+# the claims bucket's stream is killed; the rows keep coming.
+#
 # After each part, every record is in exactly one instance's table, once.
 use strict;
 use warnings;
@@ -117,16 +121,24 @@ sub consumer_state
 	return { map { split /=/, $_, 2 } split /\n/, $out };
 }
 
-# the server leading the claims bucket's stream
-sub claims_leader
+# the claims bucket's stream as $server (default: the second) sees it
+sub claims_stream
 {
+	my ($server) = @_;
+	$server //= $nats[1];
 	my $res = HTTP::Tiny->new(timeout => 5)
-	  ->get("http://127.0.0.1:$nats[1]->{http_port}/jsz?streams=1");
+	  ->get("http://127.0.0.1:$server->{http_port}/jsz?streams=1");
 	die "jsz: $res->{status}" unless $res->{success};
 	my ($kv) = grep { $_->{name} eq 'KV_ism_claims' }
 	  map { @{ $_->{stream_detail} // [] } }
 	  @{ decode_json($res->{content})->{account_details} // [] };
-	return $kv->{cluster}{leader} // die 'the claims bucket has no leader';
+	return $kv // {};
+}
+
+# the server leading the claims bucket's stream
+sub claims_leader
+{
+	return claims_stream(@_)->{cluster}{leader} // die 'the claims bucket has no leader';
 }
 
 sub wait_drained
@@ -243,6 +255,69 @@ for my $node ($pga, $pgb)
 {
 	is($node->safe_psql('postgres', 'SELECT count(*) FROM ism_state.dead_letter'), '0',
 		$node->name . ': nothing dead-lettered');
+}
+
+# ---- part 3: the claims bucket's leader killed ---------------------------
+SKIP:
+{
+	my $version = join '.', @{ IsmTest::Nats->version };
+	skip "part 3: nats-server $version stalls when the claims bucket's leader dies"
+	  . ' (README, "Growing past one machine"); run it on 2.10 or newer with'
+	  . ' ISM_NATS_SERVER=/path/to/nats-server', 15
+	  unless IsmTest::Nats->at_least(2, 10);
+
+	my $n3 = 20000;
+	my $before = $n1 + $n2;
+	my $current = 0;
+	$deadline = time + 60;
+	while (time < $deadline && !$current)
+	{
+		my $replicas = claims_stream()->{cluster}{replicas} // [];
+		$current = @$replicas == 2 && !grep { !$_->{current} } @$replicas;
+		usleep(500_000) unless $current;
+	}
+	ok($current, "part 3 (nats-server $version): every replica of the claims bucket is current");
+
+	($rc, $out, $err) = nats_client($nats[1]->url, '-t', '120000', 'js-pub-n',
+		'data.transformers.state-tables', $n3,
+		qq({"route_id": "$r2", "query_state": [{"m": "c%n"}]}));
+	is($rc, 0, "part 3: $n3 messages published") or diag $err;
+	wait_rows('part 3 under way', $before + 3000, 120);
+
+	# kill the leader while claims are in flight, and watch the rows come
+	my $name = claims_leader();
+	my ($killed) = grep { $_->{name} eq $name } @nats;
+	my ($witness) = grep { $_->{name} ne $name } @nats;
+	$killed->stop('KILL');
+	my $killed_at = time;
+	pass("part 3: the claims bucket's leader killed ($name)");
+
+	my ($last, $last_at, $longest) = (0, time, 0);
+	while (time < $killed_at + 120)
+	{
+		my ($seen) = rows();
+		my $n = keys %$seen;
+		if ($n > $last)
+		{
+			($last, $last_at) = ($n, time);
+		}
+		$longest = time - $last_at if time - $last_at > $longest;
+		last if $n >= $before + $n3;
+		usleep(200_000);
+	}
+	my $new_leader = eval { claims_leader($witness) } // 'none';
+	is($last, $before + $n3,
+		sprintf('part 3: every record written %.0f s after the kill (new leader %s)',
+			$last_at - $killed_at, $new_leader));
+	# the new leader answers the claims left in flight: no minute-long stall
+	cmp_ok($longest, '<', 20,
+		sprintf('part 3: rows kept coming (at most %.1f s without a new one)', $longest));
+
+	$killed->start;
+	ok(wait_drained($witness->url, 120), 'part 3: the consumer has nothing left');
+	check_exact('part 3', 'c', $n3);
+	check_exact('part 1, after part 3', 'a', $n1);
+	check_exact('part 2, after part 3', 'b', $n2);
 }
 
 $pga->stop('fast');
