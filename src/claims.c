@@ -265,9 +265,12 @@ read_reply(natsMsg *reply, char *why, size_t whylen)
 	return claim;
 }
 
-/* Whose claim on m is it: ours (from before a restart, say) or another's? */
+/*
+ * Whose claim on m is it: ours (from before a restart, say) or another's?
+ * *answered: the bucket answered (the claim may be missing), not a timeout.
+ */
 static IsmClaim
-read_owner(const IsmMessage *m, char *why, size_t whylen)
+read_owner(const IsmMessage *m, bool *answered, char *why, size_t whylen)
 {
 	char		key[CLAIM_KEY_LEN];
 	char		detail[256];
@@ -279,6 +282,7 @@ read_owner(const IsmMessage *m, char *why, size_t whylen)
 	claim_key(m, key, sizeof(key));
 	ism_block_signals(&saved);
 	s = kvStore_Get(&entry, bucket, key);
+	*answered = s == NATS_OK || s == NATS_NOT_FOUND;
 	if (s == NATS_OK)
 		claim = strcmp(kvEntry_ValueString(entry), instance_name()) == 0 ?
 			ISM_CLAIM_OURS : ISM_CLAIM_THEIRS;
@@ -305,6 +309,7 @@ ism_claims_take(const IsmMessage *msgs, int n, IsmClaim *claims,
 	natsMsg   **answers;
 	sigset_t	saved;
 	bool		ok;
+	bool		reads_answered = true;
 	int			sent = 0;
 
 	errbuf[0] = '\0';
@@ -327,10 +332,26 @@ ism_claims_take(const IsmMessage *msgs, int n, IsmClaim *claims,
 	for (int i = 0; ok && i < n; i++)
 	{
 		char		why[512] = "";
+		char		unread[512];
+		bool		answered = true;
 
 		claims[i] = i < sent ? read_reply(answers[i], why, sizeof(why)) : ISM_CLAIM_UNKNOWN;
 		if (claims[i] == ISM_CLAIM_THEIRS)
-			claims[i] = read_owner(&msgs[i], why, sizeof(why));
+			claims[i] = read_owner(&msgs[i], &answered, why, sizeof(why));
+
+		/*
+		 * A claim with no answer may have been made all the same: its
+		 * stream's leader died after storing it, and the new leader can
+		 * leave a claim on that key unanswered for long (half a minute on
+		 * nats-server 2.15).  The key says whose it is; read while the
+		 * bucket answers reads.
+		 */
+		else if (i < sent && claims[i] == ISM_CLAIM_UNKNOWN && reads_answered &&
+				 (answers[i] == NULL || natsMsg_GetDataLength(answers[i]) == 0))
+		{
+			claims[i] = read_owner(&msgs[i], &answered, unread, sizeof(unread));
+			reads_answered = answered;
+		}
 		if (i >= sent)
 			snprintf(why, sizeof(why), "could not publish a claim");
 		if (claims[i] == ISM_CLAIM_UNKNOWN && errbuf[0] == '\0')
