@@ -249,10 +249,20 @@ read_reply(natsMsg *reply, char *why, size_t whylen)
 	MemoryContext old;
 	IsmClaim	claim;
 
-	if (reply == NULL || natsMsg_GetDataLength(reply) == 0)
+	if (reply == NULL)
 	{
-		/* no answer in time, or a status (no responders) */
 		snprintf(why, whylen, "a claim had no answer within %d ms", ism_publish_timeout_ms);
+		return ISM_CLAIM_UNKNOWN;
+	}
+	if (natsMsg_IsNoResponders(reply))
+	{
+		/* the server knows no stream on the subject: no leader (yet) */
+		snprintf(why, whylen, "a claim reached no stream (no responders): the bucket's stream has no leader");
+		return ISM_CLAIM_UNKNOWN;
+	}
+	if (natsMsg_GetDataLength(reply) == 0)
+	{
+		snprintf(why, whylen, "a claim had an empty answer");
 		return ISM_CLAIM_UNKNOWN;
 	}
 	if (reply_context == NULL)

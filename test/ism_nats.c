@@ -184,6 +184,19 @@ cmd_stream_info(jsCtx *js, const char *name)
 	printf("first_seq=%llu\n", (unsigned long long) si->State.FirstSeq);
 	printf("last_seq=%llu\n", (unsigned long long) si->State.LastSeq);
 	printf("consumers=%lld\n", (long long) si->State.Consumers);
+	/* the leader's view of its replicas (what "nats stream report" shows) */
+	if (si->Cluster)
+	{
+		printf("leader=%s\n", si->Cluster->Leader ? si->Cluster->Leader : "");
+		for (int i = 0; i < si->Cluster->ReplicasLen; i++)
+		{
+			jsPeerInfo *p = si->Cluster->Replicas[i];
+
+			printf("replica.%s=%s,%s,lag %llu\n", p->Name,
+				   p->Current ? "current" : "behind",
+				   p->Offline ? "offline" : "online", (unsigned long long) p->Lag);
+		}
+	}
 	jsStreamInfo_Destroy(si);
 	return 0;
 }
