@@ -21,6 +21,7 @@ use strict;
 use warnings;
 
 use IsmTest;
+use HTTP::Tiny;
 use JSON::PP;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -131,6 +132,20 @@ sub claims_info
 	my ($rc, $out) = nats_client($url, 'stream-info', 'KV_ism_claims');
 	return {} if $rc != 0;
 	return { map { split /=/, $_, 2 } split /\n/, $out };
+}
+
+# The leader of the claims bucket's stream as $server knows it (/jsz: the
+# server's own raft state, answered at once even with no leader)
+sub claims_leader_seen_by
+{
+	my ($server) = @_;
+	my $res = HTTP::Tiny->new(timeout => 2)
+	  ->get("http://127.0.0.1:$server->{http_port}/jsz?streams=1");
+	return '' unless $res->{success};
+	my ($kv) = grep { $_->{name} eq 'KV_ism_claims' }
+	  map { @{ $_->{stream_detail} // [] } }
+	  @{ decode_json($res->{content})->{account_details} // [] };
+	return $kv->{cluster}{leader} // '';
 }
 
 # the server leading the claims bucket's stream (asked for 30 s: the API
@@ -329,7 +344,7 @@ SKIP:
 		$longest = time - $last_at if time - $last_at > $longest;
 		if (!defined $elected_at)
 		{
-			my $leader = claims_info($witness->url)->{leader} // '';
+			my $leader = claims_leader_seen_by($witness);
 			($new_leader, $elected_at) = ($leader, time)
 			  if $leader ne '' && $leader ne $name;
 		}
