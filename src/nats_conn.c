@@ -297,7 +297,7 @@ ism_nats_connection(void)
 }
 
 /*
- * Is the server this connection is on at least major.minor?  nats.c keeps
+ * Is the server this connection is on at least major.minor.update?  nats.c keeps
  * the version every server announces in its INFO, on each connect and
  * reconnect, but has no public function for it (3.4 to 3.14); its own
  * natsConn_srvVersionAtLeast, exported by libnats in all of them, is found
@@ -305,7 +305,7 @@ ism_nats_connection(void)
  * then (and with no connection), and the answer false.
  */
 bool
-ism_nats_server_at_least(int major, int minor, bool *known)
+ism_nats_server_at_least(int major, int minor, int update, bool *known)
 {
 	typedef bool (*AtLeastFn) (natsConnection *nc, int major, int minor, int update);
 	static AtLeastFn at_least = NULL;
@@ -318,7 +318,7 @@ ism_nats_server_at_least(int major, int minor, bool *known)
 	}
 	/* while reconnecting: the last server's, until the next one's INFO */
 	*known = at_least != NULL && conn != NULL;
-	return *known && at_least(conn, major, minor, 0);
+	return *known && at_least(conn, major, minor, update);
 }
 
 /*

@@ -28,7 +28,7 @@ extern bool ism_nats_is_open(void);
 extern IsmNatsState ism_nats_poll(char *server, size_t serverlen,
 								  int64 *reconnects,
 								  char *errbuf, size_t errlen);
-extern bool ism_nats_server_at_least(int major, int minor, bool *known);
+extern bool ism_nats_server_at_least(int major, int minor, int update, bool *known);
 extern void ism_nats_on_disconnect(void (*hook) (void));
 extern void ism_nats_disconnect(void);
 extern void ism_nats_shutdown(void);

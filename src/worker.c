@@ -543,37 +543,32 @@ consumer_still_there(IsmWorker *w, const char *selector)
 }
 
 /*
- * How the worker consumes its route: as the platform's service it stands in
- * for does, so that it takes over the consumer that service left.
- *
- * The router follows ismcore, the Python state router's library
- * (alethic-ism-core, ismcore/messaging/nats_message_route.py): JetStream
- * unless jetstream_enabled is false (subscribe()), then the durable pull
- * consumer "<name>_sub_1" (subscribe_pull_jetstream(), consumer_id "1");
- * it reads neither mode nor queue for that.  Its filters, [subject,
- * subject.>], cover what the stream holds, and nats-server 2.9 has no
- * consumer with two: a consumer made here has none.  A concurrent
- * priority route is two consumers instead (see priority_consumers).
- *
- * The writer follows core-go, the Go state-tables service's library
- * (alethic-ism-core-go, pkg/routing/nats): JetStream when the route has a
- * queue (route.go JetStreamEnabled: name and queue, and a route here always
- * has a name); mode "pull" is the pull consumer named after the queue and
- * filtered on the subject (subscribePull), and any other mode, or none, is
- * push (Subscribe: "push" is the default, and all but "pull" is push):
- * js.QueueSubscribe's durable consumer, named after the queue, with the
- * queue as deliver group (subscribePush; see init_push_config).
- *
- * A route without JetStream is a core NATS subscription to the subject,
- * in a queue group (the route's queue, or its name): every worker of every
- * instance gets a share, not a copy.  Upstream's core subscriptions have
- * none without a queue, and so hand each message to every replica.
+ * Does the server deliver every message of a consumer with several filter
+ * subjects, as a concurrent priority route's two are?  Such consumers came
+ * with 2.10; from 2.10.26 a literal filter beside a wildcard one misses
+ * messages (nats-io/nats-server#6824: 2.10.27 routes none of the literal
+ * subjects' messages here, test/t/028_priority_route.pl), fixed for good
+ * only in 2.11.12, 2.12.4 and 2.14.0 (nats-server#7713, "Subject
+ * tree-driven intersection").  Decided by the version of the server
+ * connected to, which the worker learns when it connects.
  */
+static bool
+server_serves_filters(bool *known)
+{
+	if (!ism_nats_server_at_least(2, 10, 0, known))
+		return false;
+	if (!ism_nats_server_at_least(2, 10, 26, known))
+		return true;
+	if (!ism_nats_server_at_least(2, 11, 12, known))
+		return false;
+	if (!ism_nats_server_at_least(2, 12, 0, known))
+		return true;
+	return ism_nats_server_at_least(2, 12, 4, known);
+}
+
 /*
- * Does the server take consumers with several filter subjects (2.10 and
- * later), which a concurrent priority route's are?  Decided by the version
- * of the server connected to, which the worker learns when it connects;
- * a route served as a plain one for want of it is said once.
+ * Is the concurrent priority route consumed as the platform does?  A route
+ * served as a plain one for want of a server that can is said once.
  */
 static bool
 priority_served(const IsmRoute *r)
@@ -581,7 +576,7 @@ priority_served(const IsmRoute *r)
 	static bool said = false;
 	bool		known;
 
-	if (ism_nats_server_at_least(2, 10, &known))
+	if (server_serves_filters(&known))
 	{
 		said = false;
 		return true;
@@ -591,7 +586,8 @@ priority_served(const IsmRoute *r)
 				(errmsg("%s: route \"%s\" is a concurrent priority route, consumed as a plain one"
 						" (consumer \"%s_sub_1\"): %s", MyBgworkerEntry->bgw_name, r->selector,
 						r->name, known ?
-						"its two consumers need nats-server 2.10 or later" :
+						"its two consumers need a nats-server that delivers every message on consumers with several filter subjects"
+						" (2.10.0 to 2.10.25, 2.11.12 or later 2.11, 2.12.4 or later)" :
 						"this nats.c does not tell the server's version")));
 	said = true;
 	return false;
@@ -623,6 +619,33 @@ priority_consumers(const IsmRoute *r, IsmConsumerSpec *spec, char *durable, size
 	spec->high = high;
 }
 
+/*
+ * How the worker consumes its route: as the platform's service it stands in
+ * for does, so that it takes over the consumer that service left.
+ *
+ * The router follows ismcore, the Python state router's library
+ * (alethic-ism-core, ismcore/messaging/nats_message_route.py): JetStream
+ * unless jetstream_enabled is false (subscribe()), then the durable pull
+ * consumer "<name>_sub_1" (subscribe_pull_jetstream(), consumer_id "1");
+ * it reads neither mode nor queue for that.  Its filters, [subject,
+ * subject.>], cover what the stream holds, and nats-server 2.9 has no
+ * consumer with two: a consumer made here has none.  A concurrent
+ * priority route is two consumers instead (see priority_consumers).
+ *
+ * The writer follows core-go, the Go state-tables service's library
+ * (alethic-ism-core-go, pkg/routing/nats): JetStream when the route has a
+ * queue (route.go JetStreamEnabled: name and queue, and a route here always
+ * has a name); mode "pull" is the pull consumer named after the queue and
+ * filtered on the subject (subscribePull), and any other mode, or none, is
+ * push (Subscribe: "push" is the default, and all but "pull" is push):
+ * js.QueueSubscribe's durable consumer, named after the queue, with the
+ * queue as deliver group (subscribePush; see init_push_config).
+ *
+ * A route without JetStream is a core NATS subscription to the subject,
+ * in a queue group (the route's queue, or its name): every worker of every
+ * instance gets a share, not a copy.  Upstream's core subscriptions have
+ * none without a queue, and so hand each message to every replica.
+ */
 static void
 platform_consumer(IsmWorker *w, const IsmRoute *r, IsmConsumerSpec *spec,
 				  char *durable, size_t durable_len)
