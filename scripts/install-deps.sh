@@ -1,25 +1,49 @@
 #!/usr/bin/env bash
 # Install everything ism_state needs to build, test and run its demo, from
-# Debian bookworm packages.  Idempotent: does nothing when all are present.
+# Debian packages.  Idempotent: does nothing when all are present.
 #
 #   scripts/install-deps.sh          build + test + demo dependencies
 #   scripts/install-deps.sh --bench  and the benchmark's
+#
+# On Debian bookworm (the project's machines), and inside the chroots of
+# scripts/chroot.sh: the release (/etc/os-release) picks the PostgreSQL
+# major and the clang runtime, ISM_STATE_PG_MAJOR overrides the first.
+#
+#   release    PostgreSQL  nats-server  libnats  clang
+#   bookworm   15          2.9          3.4      14
+#   trixie     17          2.10         3.10     19
+#   forky      18          2.15         3.14     21
+#
+# (the clang runtime follows an installed clang's major, as forky, Debian's
+# testing, moves on)
 set -euo pipefail
+
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+case "$codename" in
+trixie) pg=17 clang=19 ;;
+forky | sid) pg=18 clang=21 ;;
+*) pg=15 clang=14 ;;
+esac
+pg=${ISM_STATE_PG_MAJOR:-$pg}
+if command -v clang >/dev/null; then
+	clang=$(clang -dumpversion | cut -d. -f1)
+fi
 
 PACKAGES=(
 	build-essential         # gcc, make
-	postgresql-15           # server, initdb, pg_ctl
-	postgresql-server-dev-15 # PGXS, server headers, pg_regress, TAP modules
-	libnats-dev             # nats.c 3.4
+	postgresql-$pg          # server, initdb, pg_ctl
+	postgresql-server-dev-$pg # PGXS, server headers, pg_regress, TAP modules
+	libnats-dev             # nats.c
 	libyaml-dev             # routing YAML
-	nats-server             # 2.9, JetStream: tests and demo
+	nats-server             # JetStream: tests and demo
+	perl                    # the TAP tests: Test::More, JSON::PP, HTTP::Tiny, Time::HiRes (core)
 	libipc-run-perl         # PostgreSQL::Test::Cluster needs IPC::Run
 	yamllint                # every YAML file is linted
 	python3-yaml            # test/check_manifests.py
 	openssl                 # test/t/013: the test's own CA and certificates
 	python3-cryptography    # test/lib/nats_jwt.py: NATS nkeys and JWTs for test/t/013 (no nsc in Debian)
 	clang                   # scripts/fuzz.sh: libFuzzer targets
-	libclang-rt-14-dev      # libFuzzer and the sanitizers' runtimes for clang
+	libclang-rt-$clang-dev  # libFuzzer and the sanitizers' runtimes for clang
 )
 if [ "${1:-}" = --bench ]; then
 	PACKAGES+=(
