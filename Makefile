@@ -20,7 +20,9 @@ OBJS         = src/ism_state.o src/settings.o src/stats.o src/nats_conn.o \
 DATA         = $(wildcard sql/ism_state--*.sql)
 PGFILEDESC   = "ism_state - Alethic ISM state router and state tables"
 
-PG_CPPFLAGS  = -I$(srcdir)/src
+# the extension's version (ism_state.control), for PG_MODULE_MAGIC_EXT (18)
+ISM_STATE_VERSION := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" ism_state.control)
+PG_CPPFLAGS  = -I$(srcdir)/src -DISM_STATE_VERSION='"$(ISM_STATE_VERSION)"'
 # -Wextra, less unused-parameter: PostgreSQL's own headers (bufpage.h) and
 # its fixed-signature callbacks (signal, shmem-exit) trip it.
 PG_CFLAGS    = -Wall -Wextra -Werror -Wno-unused-parameter

@@ -188,11 +188,19 @@ palloc0(Size size)
 	return palloc_extended(size, MCXT_ALLOC_ZERO);
 }
 
+/*
+ * NULL as the frontend's pfree takes it (common/fe_memutils.c: free()):
+ * 18's JSON parser frees a member name it never read on a syntax error
+ * (common/jsonapi.c, parse_object_field).
+ */
 void
 pfree(void *pointer)
 {
-	Chunk	   *c = CHUNK_OF(pointer);
+	Chunk	   *c;
 
+	if (pointer == NULL)
+		return;
+	c = CHUNK_OF(pointer);
 	c->prev->next = c->next;
 	c->next->prev = c->prev;
 	free(c);

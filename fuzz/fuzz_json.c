@@ -36,10 +36,21 @@ typedef struct Token
 	char	   *decoded;		/* strings: PostgreSQL's decoding, or NULL */
 } Token;
 
+/* PostgreSQL's lexer over text (17 takes the context to fill: NULL, a new one) */
+static JsonLexContext *
+lexer(const char *text, int len, bool decode)
+{
+#if PG_VERSION_NUM >= 170000
+	return makeJsonLexContextCstringLen(NULL, text, len, PG_UTF8, decode);
+#else
+	return makeJsonLexContextCstringLen((char *) text, len, PG_UTF8, decode);
+#endif
+}
+
 static int
 lex_all(const char *text, int len, bool decode, Token **out)
 {
-	JsonLexContext *lex = makeJsonLexContextCstringLen((char *) text, len, PG_UTF8, decode);
+	JsonLexContext *lex = lexer(text, len, decode);
 	Token	   *tokens = palloc(sizeof(Token) * (len + 1));
 	int			n = 0;
 
@@ -62,7 +73,7 @@ lex_all(const char *text, int len, bool decode, Token **out)
 static bool
 postgres_accepts(const char *text, int len)
 {
-	JsonLexContext *lex = makeJsonLexContextCstringLen((char *) text, len, PG_UTF8, false);
+	JsonLexContext *lex = lexer(text, len, false);
 
 	return pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
 }
@@ -71,7 +82,7 @@ postgres_accepts(const char *text, int len)
 static bool
 compact(const char *text, int len)
 {
-	JsonLexContext *lex = makeJsonLexContextCstringLen((char *) text, len, PG_UTF8, false);
+	JsonLexContext *lex = lexer(text, len, false);
 	bool		first = true;
 
 	while (json_lex(lex) == JSON_SUCCESS && lex->token_type != JSON_TOKEN_END)

@@ -150,7 +150,11 @@ canonical(const char *text, char **out, long *scale, long *int_digits)
 static bool
 decodes_for_jsonb(const char *json)
 {
+#if PG_VERSION_NUM >= 170000
+	JsonLexContext *lex = makeJsonLexContextCstringLen(NULL, json, strlen(json), PG_UTF8, true);
+#else
 	JsonLexContext *lex = makeJsonLexContextCstringLen((char *) json, strlen(json), PG_UTF8, true);
+#endif
 
 	while (json_lex(lex) == JSON_SUCCESS && lex->token_type != JSON_TOKEN_END)
 	{

@@ -37,7 +37,8 @@
 # of its own with only the loopback interface up: nothing it starts can
 # reach beyond 127.0.0.1 (ISM_STATE_CHROOT_NET=host keeps the machine's
 # network, for instance to install packages by hand).  Environment: a clean
-# one, plus CI, PROVE_TESTS, FUZZ_SECONDS, PG_CONFIG and ISM_* variables.
+# one, plus CI, PROVE_TESTS, REGRESS, FUZZ_SECONDS, PG_CONFIG and ISM_*
+# variables.
 set -euo pipefail
 
 CACHE=${ISM_STATE_CHROOT_DIR:-/var/cache/ism_state/chroots}
@@ -129,7 +130,7 @@ inner() {
 	local envs=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 		HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" DEBIAN_FRONTEND=noninteractive)
 	local v
-	for v in CI PROVE_TESTS FUZZ_SECONDS PG_CONFIG $(compgen -v ISM_ || true); do
+	for v in CI PROVE_TESTS REGRESS FUZZ_SECONDS PG_CONFIG $(compgen -v ISM_ || true); do
 		[ -z "${!v+x}" ] || envs+=("$v=${!v}")
 	done
 	local status=0

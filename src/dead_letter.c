@@ -53,8 +53,11 @@ insert_dead_letter(void *arg)
 	const IsmMessage *m = dl->msg;
 	Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, INT8OID, TEXTOID, BYTEAOID, TEXTOID};
 	Datum		args[8];
-	char		nulls[8] = "        ";
+	char		nulls[8];
 	bytea	   *payload = palloc(VARHDRSZ + m->len);
+
+	/* no string initializer: GCC 15 refuses one that drops its NUL */
+	memset(nulls, ' ', sizeof(nulls));
 
 	SET_VARSIZE(payload, VARHDRSZ + m->len);
 	memcpy(VARDATA(payload), m->data, m->len);

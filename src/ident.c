@@ -29,6 +29,9 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/resowner.h"
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"				/* VARDATA_ANY: no longer in postgres.h */
+#endif
 
 #include "ident.h"
 

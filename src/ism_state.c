@@ -23,7 +23,12 @@
 #include "stats.h"
 #include "worker.h"
 
+#ifdef PG_MODULE_MAGIC_EXT
+/* 18: the library's name and version, in pg_get_loaded_modules() */
+PG_MODULE_MAGIC_EXT(.name = "ism_state", .version = ISM_STATE_VERSION);
+#else
 PG_MODULE_MAGIC;
+#endif
 
 void		_PG_init(void);
 

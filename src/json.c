@@ -514,6 +514,31 @@ step(Parser *ps, Expect expect, JsonTokenType token)
 }
 
 /*
+ * PostgreSQL's lexer over text, without de-escaped strings (the tree keeps
+ * the text as sent).  17 changed the call: it takes a context to fill
+ * (NULL: one palloc'd for the caller) and frees it with freeJsonLexContext.
+ */
+static JsonLexContext *
+lexer_new(const char *text, int len)
+{
+#if PG_VERSION_NUM >= 170000
+	return makeJsonLexContextCstringLen(NULL, text, len, PG_UTF8, false);
+#else
+	return makeJsonLexContextCstringLen((char *) text, len, PG_UTF8, false);
+#endif
+}
+
+static void
+lexer_free(JsonLexContext *lex)
+{
+#if PG_VERSION_NUM >= 170000
+	freeJsonLexContext(lex);
+#else
+	pfree(lex);
+#endif
+}
+
+/*
  * The JSON text as a tree, in the current memory context; the tree points
  * into text, which must outlive it.  NULL with *error ("not valid JSON
  * (at byte 12)", palloc'd) when it is not one JSON value (RFC 8259), is
@@ -527,7 +552,7 @@ ism_json_parse(const char *text, int len, char **error)
 
 	memset(&ps, 0, sizeof(ps));
 	ps.input = text;
-	ps.lex = makeJsonLexContextCstringLen((char *) text, len, PG_UTF8, false);
+	ps.lex = lexer_new(text, len);
 	for (ps.arena.block = ARENA_MIN_BLOCK;
 		 ps.arena.block < (Size) len * 4 && ps.arena.block < ARENA_MAX_BLOCK;)
 		ps.arena.block *= 2;
@@ -557,7 +582,7 @@ ism_json_parse(const char *text, int len, char **error)
 	}
 	if (ps.stack != ps.inline_stack)
 		pfree(ps.stack);
-	pfree(ps.lex);
+	lexer_free(ps.lex);
 	return ps.root;
 }
 

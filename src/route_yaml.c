@@ -26,6 +26,15 @@
 #include "route_yaml.h"
 #include "route_spec.h"
 
+/*
+ * PostgreSQL 18 replaced pg_attribute_noreturn(), written after a
+ * function's declarator, with pg_noreturn, written before its declaration
+ * (C11 _Noreturn where there is one).  GCC takes its attribute there too.
+ */
+#ifndef pg_noreturn
+#define pg_noreturn pg_attribute_noreturn()
+#endif
+
 /* Larger than any real routing file by orders of magnitude. */
 #define ROUTING_MAX_BYTES	(16 * 1024 * 1024)
 #define ROUTING_MAX_ROUTES	100000
@@ -60,8 +69,7 @@ typedef struct YamlPair
 static void yaml_node_to_json(YamlDoc *yd, yaml_node_t *node, int depth,
 							  StringInfo out);
 
-static void
-pg_attribute_noreturn()
+pg_noreturn static void
 yaml_fail_at(int line, int column, const char *message)
 {
 	ereport(ERROR,
@@ -70,8 +78,7 @@ yaml_fail_at(int line, int column, const char *message)
 					line, column, message)));
 }
 
-static void
-pg_attribute_noreturn()
+pg_noreturn static void
 yaml_fail(yaml_node_t *node, const char *message)
 {
 	yaml_fail_at((int) node->start_mark.line + 1,
@@ -672,8 +679,7 @@ parse_document(YamlDoc *yd)
  * libyaml reports what its reader refuses (bad UTF-8, a control character)
  * at a byte offset, with no mark: the line and column of that byte.
  */
-static void
-pg_attribute_noreturn()
+pg_noreturn static void
 reader_fail(yaml_parser_t *parser, const char *problem)
 {
 	const unsigned char *start = parser->input.string.start;
@@ -697,8 +703,7 @@ reader_fail(yaml_parser_t *parser, const char *problem)
 	yaml_fail_at(line, column, problem);
 }
 
-static void
-pg_attribute_noreturn()
+pg_noreturn static void
 parser_fail(yaml_parser_t *parser)
 {
 	const char *problem = parser->problem ? parser->problem : "cannot parse";

@@ -33,6 +33,8 @@
  */
 #include "postgres.h"
 
+#include <inttypes.h>
+
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
@@ -421,7 +423,7 @@ outbound_msg_id(Inbound *in, const StringInfo body, const char *id_suffix)
 	if (id_suffix)
 		return psprintf("ism:%s:" UINT64_FORMAT ":%s", m->stream, m->stream_seq, id_suffix);
 	h = hash_bytes_extended((const unsigned char *) body->data, body->len, 0);
-	return psprintf("ism:%s:" UINT64_FORMAT ":%d:%016" INT64_MODIFIER "x",
+	return psprintf("ism:%s:" UINT64_FORMAT ":%d:%016" PRIx64,
 					m->stream, m->stream_seq, ++in->published, h);
 }
 

@@ -41,7 +41,8 @@ typedef struct IsmWorkerSlot
 {
 	slock_t		mutex;
 	pid_t		pid;			/* 0 when not running */
-	int			pgprocno;		/* to set the worker's latch */
+	int			pgprocno;		/* to set the worker's latch (a ProcNumber
+								 * from 17) */
 	IsmWorkerRole role;
 	IsmWorkerState state;
 	IsmNatsState nats_state;
@@ -181,7 +182,12 @@ ism_stats_attach_worker(int slot, IsmWorkerRole role)
 	my_slot = &ism_shared->slots[slot];
 	SpinLockAcquire(&my_slot->mutex);
 	my_slot->pid = MyProcPid;
+#if PG_VERSION_NUM >= 170000
+	/* 17 removed PGPROC.pgprocno: a backend's number is MyProcNumber */
+	my_slot->pgprocno = MyProcNumber;
+#else
 	my_slot->pgprocno = MyProc->pgprocno;
+#endif
 	my_slot->role = role;
 	my_slot->state = ISM_WORKER_STARTING;
 	my_slot->nats_state = ISM_NATS_DISCONNECTED;
@@ -218,7 +224,7 @@ ism_notify_change(IsmChange change)
 			pgprocno = slot->pgprocno;
 		SpinLockRelease(&slot->mutex);
 		if (pgprocno >= 0)
-			SetLatch(&ProcGlobal->allProcs[pgprocno].procLatch);
+			SetLatch(&GetPGProcByNumber(pgprocno)->procLatch);
 	}
 }
 

@@ -84,8 +84,14 @@ copy_rows(Flush *f, Relation rel, List *columns)
 	PreventCommandIfReadOnly("COPY FROM");
 	PreventCommandIfParallelMode("COPY FROM");
 	nsitem = addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, NULL, false, false);
+#if PG_VERSION_NUM >= 160000
+	/* 16 moved the permissions out of the range table entry */
+	nsitem->p_perminfo->requiredPerms = ACL_INSERT;
+	ExecCheckPermissions(pstate->p_rtable, list_make1(nsitem->p_perminfo), true);
+#else
 	nsitem->p_rte->requiredPerms = ACL_INSERT;
 	ExecCheckRTPerms(pstate->p_rtable, true);
+#endif
 
 	copy_source = ism_copy_text(f->keys, ism_writer_records_to_apply(f));
 	copy_source_read = 0;
