@@ -5,11 +5,15 @@ SELECT e.extname, e.extversion, n.nspname AS schema
   FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
  WHERE e.extname = 'ism_state';
 
--- every object the extension owns
+-- every object the extension owns (but its tables' and views' row types
+-- and their arrays, which 17 lists too)
 SELECT pg_describe_object(classid, objid, objsubid) AS object
-  FROM pg_depend
+  FROM pg_depend d
  WHERE refclassid = 'pg_extension'::regclass
    AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ism_state')
+   AND NOT EXISTS (SELECT 1 FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem
+                    WHERE d.classid = 'pg_type'::regclass AND t.oid = d.objid
+                      AND (t.typrelid <> 0 OR e.typrelid <> 0))
  ORDER BY 1;
 
 -- settings and their defaults

@@ -4,10 +4,13 @@ CREATE ROLE regress_ism_user;
 SET ROLE regress_ism_user;
 SHOW ism_state.nats_url;
 SHOW ism_state.nats_user;
+-- refused (42501, insufficient_privilege; the message's wording changed in 16)
+\set VERBOSITY sqlstate
 SHOW ism_state.nats_password;
 SHOW ism_state.nats_token;
 SHOW ism_state.nats_creds_file;
 SHOW ism_state.nats_tls_key;
+\set VERBOSITY default
 SELECT name FROM pg_settings
  WHERE name LIKE 'ism_state.nats_%' ORDER BY 1;
 RESET ROLE;

@@ -43,6 +43,9 @@ SELECT p, has_table_privilege('upgrade_worker', 'ism_state.applied_msg_id', p)
   FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) p;
 REVOKE ALL ON ism_state.applied FROM upgrade_worker;
 REVOKE ALL ON ism_state.applied_msg_id FROM upgrade_worker;
+-- from 17, the privileges the update script gave are the extension's
+-- initial ones (pg_init_privs) and hold the role until DROP OWNED BY
+DROP OWNED BY upgrade_worker;
 DROP ROLE upgrade_worker;
 
 -- 0.4: what the platform loads, loads: a stream name NATS refuses, a
