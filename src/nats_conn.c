@@ -87,15 +87,17 @@ ism_nats_describe_failure(natsStatus s, char *errbuf, size_t errlen)
 /*
  * A TLS server that wants a client certificate and gets none closes the
  * connection after the handshake, which nats.c reports as a protocol error
- * with nothing read: say what is most likely missing.
+ * with nothing read (3.4), or as a closed connection (3.10 and later): say
+ * what is most likely missing.
  */
 static void
 explain_closed_tls(natsStatus s, char *errbuf, size_t errlen)
 {
 	size_t		len = strlen(errbuf);
 
-	if (s != NATS_PROTOCOL_ERROR || ism_nats_tls_cert[0] != '\0' ||
-		strstr(errbuf, "got ''") == NULL ||
+	if (!((s == NATS_PROTOCOL_ERROR && strstr(errbuf, "got ''") != NULL) ||
+		  s == NATS_CONNECTION_CLOSED) ||
+		ism_nats_tls_cert[0] != '\0' ||
 		(strncmp(ism_nats_url, "tls://", 6) != 0 && ism_nats_tls_ca[0] == '\0'))
 		return;
 	snprintf(errbuf + len, errlen - len,
