@@ -23,8 +23,14 @@ done
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 PG_MAJOR=${PG_MAJOR:-15}
-# the packages whose shared objects the extension loads at run time
-RUNTIME_PACKAGES=(libnats3.4 libyaml-0-2 libprotobuf-c1)
+# the packages whose shared objects the extension loads at run time;
+# nats.c's is named after its version (libnats3.4 on bookworm, libnats3.10
+# on trixie, libnats3.14 on forky): the one libnats-dev links against
+nats_runtime() {
+	local so
+	so=$(readlink -f "$(dpkg -L libnats-dev | grep -m1 '/libnats\.so$')")
+	dpkg -S "$so" | cut -d: -f1
+}
 
 if [ "$INSTALL_DEPS" = yes ]; then
 	export DEBIAN_FRONTEND=noninteractive
@@ -38,9 +44,10 @@ trap 'rm -rf "$build"' EXIT
 tar -C "$SRC" -cf - Makefile ism_state.control sql src | tar -C "$build" -xf -
 make -C "$build" -s
 make -C "$build" -s install DESTDIR="$DESTDIR"
+RUNTIME_PACKAGES=("$(nats_runtime)" libyaml-0-2 libprotobuf-c1)
 
 # runtime libraries: what the extension links against, from their packages
-libdir=$(dirname "$(dpkg -L libnats3.4 | grep -m1 '/libnats\.so')")
+libdir=$(dirname "$(dpkg -L "${RUNTIME_PACKAGES[0]}" | grep -m1 '/libnats\.so')")
 mkdir -p "$DESTDIR$libdir"
 for pkg in "${RUNTIME_PACKAGES[@]}"; do
 	dpkg -L "$pkg" | grep -E '\.so(\.[0-9]+)*$' | while read -r lib; do

@@ -31,8 +31,8 @@ fi
 
 PACKAGES=(
 	build-essential         # gcc, make
-	postgresql-$pg          # server, initdb, pg_ctl
-	postgresql-server-dev-$pg # PGXS, server headers, pg_regress, TAP modules
+	"postgresql-$pg"        # server, initdb, pg_ctl
+	"postgresql-server-dev-$pg" # PGXS, server headers, pg_regress, TAP modules
 	libnats-dev             # nats.c
 	libyaml-dev             # routing YAML
 	nats-server             # JetStream: tests and demo
@@ -43,7 +43,7 @@ PACKAGES=(
 	openssl                 # test/t/013: the test's own CA and certificates
 	python3-cryptography    # test/lib/nats_jwt.py: NATS nkeys and JWTs for test/t/013 (no nsc in Debian)
 	clang                   # scripts/fuzz.sh: libFuzzer targets
-	libclang-rt-$clang-dev  # libFuzzer and the sanitizers' runtimes for clang
+	"libclang-rt-$clang-dev" # libFuzzer and the sanitizers' runtimes for clang
 )
 if [ "${1:-}" = --bench ]; then
 	PACKAGES+=(

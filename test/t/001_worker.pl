@@ -29,6 +29,18 @@ is(count_log_matches($node, qr/router: extension "ism_state" is not installed/),
 is(count_log_matches($node, qr/writer 1: extension "ism_state" is not installed/),
 	1, 'the writer logs the missing extension once');
 
+# --- 18 shows the library's name and version (PG_MODULE_MAGIC_EXT) ---------
+SKIP:
+{
+	skip 'pg_get_loaded_modules() is new in 18', 1
+	  if $node->safe_psql('postgres', 'SHOW server_version_num') < 180000;
+	is($node->safe_psql('postgres',
+			"SELECT module_name || ' ' || version FROM pg_get_loaded_modules() "
+			  . "WHERE file_name = 'ism_state.so'"),
+		'ism_state ' . ((slurp_file('ism_state.control') =~ /^default_version = '([^']+)'/m)[0]),
+		'the loaded library names itself and its version');
+}
+
 # --- NATS down when PostgreSQL starts: keep trying ------------------------
 $node->safe_psql('postgres', 'CREATE EXTENSION ism_state');
 wait_for_workers($node,
