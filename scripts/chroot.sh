@@ -5,13 +5,15 @@
 #   release   PostgreSQL  nats-server  nats.c (libnats)
 #   trixie    17          2.10         3.10
 #   forky     18          2.15         3.14
+#   bookworm  15          2.9          3.4    (this machine's: the whole
+#                                             suite without its PostgreSQL)
 #
-#   scripts/chroot.sh make trixie|forky       create it, or bring a complete
-#                                             one up to date (idempotent)
-#   scripts/chroot.sh run trixie|forky CMD…   run CMD inside, as root, in a
-#                                             copy of this work tree
-#   scripts/chroot.sh path trixie|forky       print where it lives
-#   scripts/chroot.sh remove trixie|forky     delete it
+#   scripts/chroot.sh make RELEASE       create it, or bring a complete one
+#                                        up to date (idempotent)
+#   scripts/chroot.sh run RELEASE CMD…   run CMD inside, as root, in a copy
+#                                        of this work tree
+#   scripts/chroot.sh path RELEASE       print where it lives
+#   scripts/chroot.sh remove RELEASE     delete it
 #
 # Where: $ISM_STATE_CHROOT_DIR/<release>, by default
 # /var/cache/ism_state/chroots/<release> (root only: debootstrap, chroot and
@@ -54,8 +56,8 @@ usage() {
 
 check_release() {
 	case "${1:-}" in
-	trixie | forky) ;;
-	*) die "unknown release '${1:-}' (trixie or forky)" ;;
+	trixie | forky | bookworm) ;;
+	*) die "unknown release '${1:-}' (trixie, forky or bookworm)" ;;
 	esac
 }
 

@@ -16,6 +16,9 @@
 #   scripts/test.sh --nats-server PATH  the TAP tests against that
 #                                    nats-server binary; trixie or forky:
 #                                    that chroot's (2.10, 2.15)
+#   scripts/test.sh --chroot         on 15 too inside a chroot (bookworm):
+#                                    the whole suite without touching this
+#                                    machine's PostgreSQL
 #   scripts/test.sh --no-fuzz        leave the fuzz targets out
 #
 # PostgreSQL refuses to run as root, so as root the tests run as the
@@ -26,12 +29,14 @@ cd "$(dirname "$0")/.."
 pg=15
 nats_server=
 fuzz=1
+chroot=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--pg) pg=${2:?--pg 15, 17 or 18}; shift 2 ;;
 	--nats-server) nats_server=${2:?--nats-server PATH}; shift 2 ;;
 	--no-fuzz) fuzz=0; shift ;;
-	*) echo "test.sh: unknown argument $1 (--pg N, --nats-server PATH, --no-fuzz)" >&2; exit 2 ;;
+	--chroot) chroot=1; shift ;;
+	*) echo "test.sh: unknown argument $1 (--pg N, --nats-server PATH, --chroot, --no-fuzz)" >&2; exit 2 ;;
 	esac
 done
 case "$nats_server" in
@@ -48,7 +53,7 @@ fi
 # Debian release that ships it.
 release=
 case "$pg" in
-15) ;;
+15) [ $chroot -eq 0 ] || release=bookworm ;;
 17) release=trixie ;;
 18) release=forky ;;
 *) echo "test.sh: --pg 15, 17 or 18 (16 is not packaged by Debian: only built through the version guards)" >&2; exit 2 ;;
