@@ -11,12 +11,19 @@
 --   - reading the ISM catalog (processors, their states and state data);
 --   - the data schema, which it owns: the writer creates its tables there,
 --     so it owns them too.
--- It is not a superuser and has no other attribute but LOGIN, which
--- PostgreSQL 15 requires of the role a background worker connects as.
+-- It is not a superuser and has no other attribute: on PostgreSQL 17 and
+-- later not even LOGIN (nobody can log in as it: the workers connect with
+-- BGWORKER_BYPASS_ROLELOGINCHECK); 15 and 16 require LOGIN of the role a
+-- background worker connects as.
 
 \set ON_ERROR_STOP on
 
+SELECT current_setting('server_version_num')::int >= 170000 AS workers_need_no_login \gset
+\if :workers_need_no_login
+CREATE ROLE :"role" NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS;
+\else
 CREATE ROLE :"role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS;
+\endif
 
 GRANT USAGE ON SCHEMA ism_state TO :"role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON ism_state.route TO :"role";

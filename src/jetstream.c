@@ -85,6 +85,7 @@ nats_wait_event(void)
 	return PG_WAIT_EXTENSION;
 #endif
 }
+
 static char ensured_streams[ISM_MAX_ENSURED_STREAMS][256];
 static int	nensured_streams = 0;
 static bool pending_core_publishes = false;

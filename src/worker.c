@@ -907,6 +907,20 @@ close_nats_at_exit(int code, Datum arg)
 	ism_nats_shutdown();
 }
 
+/*
+ * From 17 the worker's role needs no LOGIN: a role nobody can log in as
+ * (scripts/worker-role.sql makes it NOLOGIN there).
+ */
+static uint32
+connection_flags(void)
+{
+#if PG_VERSION_NUM >= 170000
+	return BGWORKER_BYPASS_ROLELOGINCHECK;
+#else
+	return 0;
+#endif
+}
+
 void
 ism_worker_main(Datum main_arg)
 {
@@ -929,7 +943,8 @@ ism_worker_main(Datum main_arg)
 	ism_js_on_close(ism_claims_close);
 	before_shmem_exit(close_nats_at_exit, (Datum) 0);
 
-	BackgroundWorkerInitializeConnection(ism_database, ism_role[0] ? ism_role : NULL, 0);
+	BackgroundWorkerInitializeConnection(ism_database, ism_role[0] ? ism_role : NULL,
+										 connection_flags());
 	pgstat_report_appname(MyBgworkerEntry->bgw_name);
 	snprintf(w.client_name, sizeof(w.client_name), "%s [%s]",
 			 MyBgworkerEntry->bgw_name, ism_database);

@@ -1,9 +1,10 @@
 # The statistics views against known traffic: router messages good and
 # bad, records written into two tables, a poison record; the exact counters
 # in pg_stat_ism_routes and pg_stat_ism_tables, the worker view's in_flight;
-# then the resets; a repeated error logged once and counted.  Last, the
+# then the resets; a repeated error logged once and counted.  Then the
 # views read in a tight loop while the workers are under load: no read
-# waits for them.
+# waits for them.  Last, the wait event of a worker waiting for NATS
+# (named IsmNatsServer from 17).
 use strict;
 use warnings;
 
@@ -210,6 +211,25 @@ $publisher->finish;
 count_rows("${tables}_load", 50000);
 cmp_ok($worst, '<', 100, "3,000 reads of the three views during a 50,000-record load: the slowest took ${worst} ms");
 is(table_stats("${tables}_load", 'records'), '50000', 'and the counters kept up: 50,000 records');
+
+# --- waiting for the NATS server: a wait event of its own from 17 --------------------------------
+# Idle, each worker spends most of its time in a fetch from the server.
+my $v17 = $node->safe_psql('postgres', 'SHOW server_version_num') >= 170000;
+my $event = $v17 ? 'IsmNatsServer' : 'Extension';
+for my $worker ('router', 'writer')
+{
+	ok($node->poll_query_until('postgres',
+			"SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'ism_state $worker' "
+			  . "AND wait_event_type = 'Extension' AND wait_event = '$event'"),
+		"the $worker waiting for NATS shows in pg_stat_activity as Extension: $event");
+}
+SKIP:
+{
+	skip 'custom wait events (and pg_wait_events) are new in 17', 1 unless $v17;
+	is($node->safe_psql('postgres',
+			"SELECT type || ': ' || name FROM pg_wait_events WHERE name LIKE 'Ism%'"),
+		'Extension: IsmNatsServer', 'pg_wait_events lists it');
+}
 
 $node->stop('fast');
 done_testing();

@@ -41,6 +41,17 @@ is($node->safe_psql('postgres',
 is($node->safe_psql('postgres',
 		"SELECT rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls FROM pg_roles WHERE rolname = 'ism_worker'"),
 	'f', 'a role with no attribute but LOGIN');
+# 17 lets a background worker connect as a role without LOGIN
+# (BGWORKER_BYPASS_ROLELOGINCHECK): nobody can log in as the workers' role
+my $v17 = $node->safe_psql('postgres', 'SHOW server_version_num') >= 170000;
+is($node->safe_psql('postgres', "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'ism_worker'"),
+	$v17 ? 'f' : 't', $v17 ? 'on 17 and later not even LOGIN' : 'LOGIN, which 15 requires');
+SKIP:
+{
+	skip 'a background worker needs a role with LOGIN below 17', 1 unless $v17;
+	($rc, $out, $err) = $node->psql('postgres', 'SELECT 1', connstr => $node->connstr('postgres') . ' user=ism_worker');
+	like($err, qr/role "ism_worker" is not permitted to log in/, 'nobody can log in as it');
+}
 sleep 1;
 
 # route a message: the router reads the catalog, publishes, the writer
