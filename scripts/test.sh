@@ -12,7 +12,9 @@
 #   scripts/test.sh --pg 17          on PostgreSQL 17 (trixie) or 18 (forky),
 #                                    inside the Debian chroot that ships it
 #                                    (scripts/chroot.sh, made if missing);
-#                                    no fuzzing there
+#                                    no fuzzing there; bookworm's 15 is
+#                                    staged beside it for the pg_upgrade
+#                                    test (scripts/stage-old-pg.sh)
 #   scripts/test.sh --nats-server PATH  the TAP tests against that
 #                                    nats-server binary; trixie or forky:
 #                                    that chroot's (2.10, 2.15)
@@ -68,6 +70,11 @@ if [ -n "$release" ]; then
 		inside=/tmp/ism_state-nats-server.$$
 		cp "$nats_server" "$(scripts/chroot.sh path "$release")$inside"
 		args+=(--nats-server "$inside")
+	fi
+	if [ "$release" != bookworm ]; then
+		# bookworm's 15 beside it, for the pg_upgrade test (029)
+		ISM_OLD_PG=$(scripts/stage-old-pg.sh "$release")
+		export ISM_OLD_PG
 	fi
 	scripts/chroot.sh run "$release" scripts/test.sh "${args[@]}" || status=$?
 	[ -z "$nats_server" ] || rm -f "$(scripts/chroot.sh path "$release")$inside"

@@ -69,5 +69,11 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = ism_shmem_startup;
 
-	ism_register_workers();
+	/*
+	 * pg_upgrade starts the old and the new server in binary-upgrade mode:
+	 * no workers then, or messages would be taken from NATS and tables made
+	 * in a cluster that is being dumped, or restored and then overwritten.
+	 */
+	if (!IsBinaryUpgrade)
+		ism_register_workers();
 }

@@ -73,11 +73,14 @@ sub finish_collecting
 }
 
 # A node with ism_state preloaded, pointed at $nats_url; not started.
+# %params go to PostgreSQL::Test::Cluster->new (install_path: another
+# PostgreSQL installation), except extra: initdb's extra arguments.
 sub new_ism_node
 {
-	my ($name, $nats_url, $extra_conf) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	my ($name, $nats_url, $extra_conf, %params) = @_;
+	my $initdb = delete $params{extra} // [];
+	my $node = PostgreSQL::Test::Cluster->new($name, %params);
+	$node->init(extra => $initdb);
 	$node->append_conf(
 		'postgresql.conf', qq{
 shared_preload_libraries = 'ism_state'
