@@ -41,6 +41,26 @@ sub api
 	return $reply;
 }
 
+# nats-server 2.10.27 (Debian trixie's) skips messages on a consumer with
+# two filter subjects: a pull of one, with three messages waiting, times out
+# and the consumer counts all three delivered (2.9 ignores filter_subjects,
+# 2.15 delivers).  The Python router's consumer has two filter subjects, so
+# on such a server it loses messages itself, before any takeover.
+sub multi_filter_consumer_skips
+{
+	api('STREAM.CREATE.probe', '{"name":"probe","subjects":["probe","probe.>"],"retention":"workqueue"}');
+	api('CONSUMER.DURABLE.CREATE.probe.p', '{"stream_name":"probe","config":{"durable_name":"p",'
+		  . '"deliver_policy":"all","ack_policy":"explicit","filter_subjects":["probe","probe.>"]}}');
+	my ($rc, undef, $err) = nats_client($url, 'js-pub-n', 'probe', 3, '{}');
+	die "js-pub-n: $err" if $rc;
+	($rc) = nats_client($url, 'take-pull', 'probe', 'p', 1, 0);
+	api('STREAM.DELETE.probe', '');
+	return $rc != 0;
+}
+plan skip_all => 'this nats-server skips messages on a consumer with two filter subjects '
+  . '(the Python router\'s): nothing to take over'
+  if multi_filter_consumer_skips();
+
 sub info_of
 {
 	my ($what, @args) = @_;
