@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build ism_state and stage what the image needs under DESTDIR: the
 # extension (library, control file, SQL scripts) and the shared libraries
-# it loads that the postgres image lacks (nats.c, libyaml and theirs).  The Dockerfile's build stage runs this; so do the tests, on the
-# build machine, where no container engine may run.
+# it loads that the postgres image lacks (nats.c, libyaml and theirs).  The
+# Dockerfile's build stage runs this, on any major from 15 to 18; so do the
+# tests, on the build machine (and in the chroots of 17 and 18), where no
+# container engine may run.
 #
 #   docker/build.sh --destdir DIR [--install-deps]
 #
@@ -22,7 +24,6 @@ done
 [ -n "$DESTDIR" ] || { echo "$0: --destdir is required" >&2; exit 2; }
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
-PG_MAJOR=${PG_MAJOR:-15}
 # the packages whose shared objects the extension loads at run time;
 # nats.c's is named after its version (libnats3.4 on bookworm, libnats3.10
 # on trixie, libnats3.14 on forky): the one libnats-dev links against
@@ -33,6 +34,8 @@ nats_runtime() {
 }
 
 if [ "$INSTALL_DEPS" = yes ]; then
+	# the postgres image sets PG_MAJOR (15 to 18); PATH has its bin first
+	: "${PG_MAJOR:?--install-deps: PG_MAJOR, the server major to build for, is not set}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends build-essential \

@@ -186,8 +186,32 @@ else:
     compose = yaml.safe_load(read(os.path.join(ROOT, "docker", "compose.yaml")))
     if compose["services"]["postgres"]["image"].split(":")[0] != image:
         fail("docker/compose.yaml builds another image name")
-    if "FROM postgres:15-bookworm" not in dockerfile:
-        fail("the Dockerfile is not based on postgres:15-bookworm")
+    # the image: the official one of the major the Dockerfile takes (15 to
+    # 18), whose data directory compose and the pod set in their volume
+    m = re.search(r"^ARG PG_MAJOR=(\d+)$", dockerfile, re.M)
+    major = int(m.group(1)) if m else None
+    if major is None or not 15 <= major <= 18:
+        fail("the Dockerfile has no default PG_MAJOR from 15 to 18")
+    froms = re.findall(r"^FROM (\S+)", dockerfile, re.M)
+    if not froms or any(not f.startswith("postgres:${PG_MAJOR}-") for f in froms):
+        fail(f"the Dockerfile's stages are not all postgres:${{PG_MAJOR}}-...: {froms}")
+    compose_pg = compose["services"]["postgres"]
+    if str(compose_pg["build"].get("args", {}).get("PG_MAJOR")) != f"${{PG_MAJOR:-{major}}}":
+        fail(f"docker/compose.yaml does not build the Dockerfile's default major {major}")
+    data_dir = f"/var/lib/postgresql/{major}/docker"
+    pgdata = {e["name"]: e.get("value") for e in container.get("env", [])}.get("PGDATA")
+    if pgdata != data_dir:
+        fail(f"the pod's PGDATA {pgdata} is not {data_dir}")
+    data_mounts = [m["mountPath"] for m in container["volumeMounts"] if m["name"] == "data"]
+    if not any(pgdata and pgdata.startswith(d.rstrip("/") + "/") for d in data_mounts):
+        fail(f"the pod's PGDATA {pgdata} is not in its data volume ({data_mounts})")
+    compose_data = compose_pg["environment"].get("PGDATA", "").replace(
+        "${PG_MAJOR:-%d}" % major, str(major))
+    compose_mounts = [v.split(":")[1] for v in compose_pg["volumes"] if v.startswith("pg-data:")]
+    if compose_data != data_dir or not any(compose_data.startswith(d.rstrip("/") + "/")
+                                          for d in compose_mounts):
+        fail(f"docker/compose.yaml's PGDATA {compose_data} is not {data_dir} in its pg-data volume "
+             f"({compose_mounts})")
 
     probe = container["readinessProbe"]["exec"]["command"][0]
     if f"COPY docker/healthcheck.sh {probe}" not in dockerfile:

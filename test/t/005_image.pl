@@ -113,6 +113,8 @@ IPC::Run::run([ 'cp', '-r', 'docker', 'k8s', $broken ]) or die 'cp failed';
 my $manifest = slurp_file("$broken/k8s/base/postgres.yaml");
 $manifest =~ s{mountPath: /etc/ism_state$}{mountPath: /etc/ism}m;
 $manifest =~ s{key: password\n(\s+path: nats-password)}{key: passwd\n$1};
+# the volume where images before 18 keep their data, PGDATA left as it is
+$manifest =~ s{mountPath: /var/lib/postgresql$}{mountPath: /var/lib/postgresql/data}m;
 open my $fh, '>', "$broken/k8s/base/postgres.yaml" or die $!;
 print $fh $manifest;
 close $fh;
@@ -121,6 +123,8 @@ isnt($?, 0, 'a broken manifest fails the check');
 like($err, qr/routing_file .* is not where ism-state-routing is mounted/,
 	'naming the routing mount');
 like($err, qr/Secret ism-state-nats has no key passwd/, 'and the missing Secret key');
+like($err, qr{PGDATA /var/lib/postgresql/\d+/docker is not in its data volume},
+	'and PGDATA outside the data volume');
 
 $node->stop('fast');
 done_testing();
