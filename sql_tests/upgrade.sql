@@ -56,6 +56,24 @@ SELECT selector, name, queue, mode
 SELECT string_agg(conname || ': ' || pg_get_constraintdef(oid), E'\n' ORDER BY conname) AS route_checks
   FROM pg_constraint WHERE conrelid = 'ism_state.route'::regclass AND contype = 'c' \gset
 
+-- the latest version before this one, holding data in every table (the
+-- Msg-Ids of 0.3 too), brought up to date
+DROP EXTENSION ism_state CASCADE;
+CREATE EXTENSION ism_state VERSION '0.3';
+SELECT selector FROM ism_state.add_route('test/upgrade', 'upgrade.subject', 'upgrade_stream');
+INSERT INTO ism_state.applied (stream, stream_seq, applied_at)
+SELECT 'upgrade_stream', n, '2026-01-01 00:00:00+00'::timestamptz FROM generate_series(1, 100) n;
+INSERT INTO ism_state.applied_msg_id (stream, msg_id, stream_seq, stored_at)
+SELECT 'upgrade_stream', 'ism:m' || n, n, '2026-01-01 00:00:00+00' FROM generate_series(1, 100) n;
+INSERT INTO ism_state.dead_letter (worker, subject, stream, stream_seq, deliveries, payload, error)
+VALUES ('router', 'upgrade.subject', 'upgrade_stream', 101, 3, '\x6e6f7420736f6e', 'kept from 0.3');
+ALTER EXTENSION ism_state UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'ism_state';
+SELECT selector, name, subject FROM ism_state.route WHERE selector = 'test/upgrade';
+SELECT count(*), min(stream_seq), max(stream_seq) FROM ism_state.applied;
+SELECT count(*), min(msg_id), max(stream_seq) FROM ism_state.applied_msg_id;
+SELECT stream_seq, deliveries, error FROM ism_state.dead_letter;
+
 -- a new installation is the same as an upgraded one
 DROP EXTENSION ism_state CASCADE;
 CREATE EXTENSION ism_state;
