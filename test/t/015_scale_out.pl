@@ -45,6 +45,13 @@ my $link = IsmTest::Proxy->new($nats[0]->port)->start;
 my $routing = "${PostgreSQL::Test::Utils::tmp_check}/routing.yaml";
 my $yaml = slurp_file('test/data/routing.yaml');
 $yaml =~ s/ack_wait: 60 /ack_wait: 3 / or die 'no ack_wait to shorten';
+# Pull, so that A, its link frozen, takes nothing more.  A push consumer's
+# client may already hold messages that A then claims through the frozen
+# link: a claim that reaches the bucket unanswered holds its message for A
+# until A is back (or claims_ttl), which part 1's "B writes the rest while
+# A is away" does not allow for (README, "Growing past one machine").
+$yaml =~ s/^(\s+)# no mode: push, as on the platform.*$/${1}mode: pull/m
+  or die 'no writer mode line to set';
 # room for a batch an instance holds for its whole window
 $yaml =~ s/(state-tables-1\.0.*?max_ack_pending: )100 /${1}1000 /s
   or die 'no max_ack_pending to raise';
