@@ -735,6 +735,16 @@ ism_json_print(const IsmJson *v)
 	return buf.data;
 }
 
+/* s as a JSON string, or null when there is none. */
+void
+ism_json_append_cstring_or_null(StringInfo buf, const char *s)
+{
+	if (s)
+		ism_json_append_string(buf, s, strlen(s));
+	else
+		appendStringInfoString(buf, "null");
+}
+
 /* s (len bytes, any of them NUL) as a JSON string; runs of plain characters copied whole. */
 void
 ism_json_append_string(StringInfo buf, const char *s, int len)

@@ -72,6 +72,7 @@ extern bool ism_json_truthy(const IsmJson *v);
 extern void ism_json_append(StringInfo buf, const IsmJson *v);
 extern char *ism_json_print(const IsmJson *v);
 extern void ism_json_append_string(StringInfo buf, const char *s, int len);
+extern void ism_json_append_cstring_or_null(StringInfo buf, const char *s);
 
 extern IsmJson *ism_json_make_string(const char *s);
 extern IsmJson *ism_json_make_object(void);

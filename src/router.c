@@ -474,17 +474,11 @@ publish_status(Inbound *in, const char *status, const char *exception, bool with
 	monitor_missing_logged = false;
 	initStringInfo(&body);
 	appendStringInfoString(&body, "{\"type\":\"processor_state\",\"route_id\":");
-	if (in->route_id)
-		ism_json_append_string(&body, in->route_id, strlen(in->route_id));
-	else
-		appendStringInfoString(&body, "null");
+	ism_json_append_cstring_or_null(&body, in->route_id);
 	appendStringInfoString(&body, ",\"status\":");
 	ism_json_append_string(&body, status, strlen(status));
 	appendStringInfoString(&body, ",\"exception\":");
-	if (exception)
-		ism_json_append_string(&body, exception, strlen(exception));
-	else
-		appendStringInfoString(&body, "null");
+	ism_json_append_cstring_or_null(&body, exception);
 	appendStringInfoString(&body, ",\"data\":");
 	if (with_raw_data)
 		ism_json_append_string(&body, in->msg->data, in->msg->len);

@@ -66,10 +66,7 @@ publish_status(const char *route_id, const char *status, const char *exception,
 		return;
 	initStringInfo(&body);
 	appendStringInfoString(&body, "{\"type\":\"models\",\"route_id\":");
-	if (route_id)
-		ism_json_append_string(&body, route_id, strlen(route_id));
-	else
-		appendStringInfoString(&body, "null");
+	ism_json_append_cstring_or_null(&body, route_id);
 	appendStringInfoString(&body, ",\"status\":");
 	ism_json_append_string(&body, status, strlen(status));
 	if (exception)
