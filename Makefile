@@ -16,7 +16,8 @@ OBJS         = src/ism_state.o src/settings.o src/stats.o src/nats_conn.o \
                src/writer_flush.o src/writer_rows.o src/writer_schema.o \
                src/copy_text.o src/json.o src/json_number.o \
                src/column_types.o src/counters.o src/log_limit.o \
-               src/claims.o src/xact.o src/view_columns.o
+               src/claims.o src/xact.o src/view_columns.o \
+               src/durability.o src/ack_gate.o
 DATA         = $(wildcard sql/ism_state--*.sql)
 PGFILEDESC   = "ism_state - Alethic ISM state router and state tables"
 

@@ -48,6 +48,7 @@
 #include "utils/timestamp.h"
 
 #include "router.h"
+#include "ack_gate.h"
 #include "counters.h"
 #include "dead_letter.h"
 #include "jetstream.h"
@@ -1011,7 +1012,7 @@ handle_message(IsmMessage *m)
 					   in.data_is_raw && m->len <= ism_max_message_bytes);
 		/* never lost: terminated only once recorded */
 		if (dead_letter(&in))
-			settle_or_warn(m, ISM_TERM, 0);
+			ism_settle_after_commit(m, ISM_TERM);
 		else
 			settle_or_warn(m, ISM_NAK, ism_nats_redelivery_delay_ms(m));
 	}
@@ -1101,7 +1102,7 @@ give_up_unpublished(IsmMessage *m, const char *error)
 	ism_count_inbound(ISM_RC_FAILED, 1);
 	ism_inbound_error(why);
 	if (ism_dead_letter(m, "router", NULL, why))
-		settle_or_warn(m, ISM_TERM, 0);
+		ism_settle_after_commit(m, ISM_TERM);
 	else
 		settle_or_warn(m, ISM_NAK, ism_nats_redelivery_delay_ms(m));
 	MemoryContextSwitchTo(old);

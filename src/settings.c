@@ -49,6 +49,13 @@ int			ism_max_tracked_tables = 1000;
 char	   *ism_claims_bucket = NULL;
 int			ism_claims_ttl_s = 3600;
 char	   *ism_instance_name = NULL;
+int			ism_ack_after = ISM_ACK_AFTER_COMMIT;
+
+static const struct config_enum_entry ack_after_options[] = {
+	{"commit", ISM_ACK_AFTER_COMMIT, false},
+	{"replicated", ISM_ACK_AFTER_REPLICATED, false},
+	{NULL, 0, false}
+};
 
 static const char *show_nats_url(void);
 
@@ -157,6 +164,14 @@ ism_define_settings(void)
 							"How long to wait for the PubAcks of a message's publishes.",
 							NULL, &ism_publish_timeout_ms, 10000, 100, 600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("ism_state.ack_after",
+							 "How durable a commit is before the messages it holds are acknowledged.",
+							 "commit: flushed to the local WAL, and confirmed by the synchronous "
+							 "standbys when synchronous_standby_names is set; replicated: also "
+							 "flushed by a standby (replayed there under synchronous_commit = remote_apply).",
+							 &ism_ack_after, ISM_ACK_AFTER_COMMIT, ack_after_options,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("ism_state.applied_retention",
 							"How long ism_state.applied remembers a written message.",

@@ -46,6 +46,17 @@ extern char *ism_claims_bucket;
 extern int	ism_claims_ttl_s;
 extern char *ism_instance_name;
 
+/* ism_state.ack_after: how durable a commit is before its messages are acked */
+typedef enum IsmAckAfter
+{
+	ISM_ACK_AFTER_COMMIT,		/* flushed locally (and by the synchronous
+								 * standbys, when synchronous replication
+								 * is on) */
+	ISM_ACK_AFTER_REPLICATED	/* also flushed by a standby */
+} IsmAckAfter;
+
+extern int	ism_ack_after;
+
 extern void ism_define_settings(void);
 extern bool ism_validate_nats_url(const char *url, char *errbuf, size_t errlen);
 extern void ism_redact_url(const char *url, char *buf, size_t buflen);

@@ -13,6 +13,7 @@
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -132,6 +133,8 @@ worker_state_name(IsmWorkerState state)
 			return "connecting";
 		case ISM_WORKER_RUNNING:
 			return "running";
+		case ISM_WORKER_WAITING_FOR_STANDBY:
+			return "waiting_for_standby";
 		case ISM_WORKER_STOPPING:
 			return "stopping";
 	}
@@ -307,6 +310,18 @@ ism_report_activity(bool running, const char *what)
 PG_FUNCTION_INFO_V1(ism_stat_worker);
 
 /*
+ * A worker not running on a standby is not stopped: it starts when the
+ * standby is promoted (BgWorkerStart_RecoveryFinished, worker.c).
+ */
+static const char *
+shown_state(const IsmWorkerSlot *slot)
+{
+	if (slot->pid == 0 && RecoveryInProgress())
+		return "standby";
+	return worker_state_name(slot->state);
+}
+
+/*
  * ism_state.pg_stat_ism_worker(): one row per configured worker, running
  * or not.
  */
@@ -339,7 +354,7 @@ ism_stat_worker(PG_FUNCTION_ARGS)
 		values[c++] = Int32GetDatum(copy.pid);
 		values[c++] = CStringGetTextDatum(ism_worker_role_name(copy.role));
 		values[c++] = CStringGetTextDatum(ism_database);
-		values[c++] = CStringGetTextDatum(worker_state_name(copy.state));
+		values[c++] = CStringGetTextDatum(shown_state(&copy));
 		values[c++] = CStringGetTextDatum(nats_state_name(copy.nats_state));
 		values[c] = ism_text_or_null(copy.nats_server, &nulls[c]);
 		c++;

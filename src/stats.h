@@ -27,6 +27,7 @@ typedef enum IsmWorkerState
 	ISM_WORKER_CONFIG_ERROR,
 	ISM_WORKER_CONNECTING,
 	ISM_WORKER_RUNNING,
+	ISM_WORKER_WAITING_FOR_STANDBY, /* acks wait for the WAL (ack_gate.c) */
 	ISM_WORKER_STOPPING
 } IsmWorkerState;
 

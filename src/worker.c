@@ -37,6 +37,7 @@
 #include "utils/wait_event.h"
 
 #include "worker.h"
+#include "ack_gate.h"
 #include "claims.h"
 #include "jetstream.h"
 #include "nats_conn.h"
@@ -65,6 +66,9 @@
 
 /* Longest a fetch waits for messages: the loop's wait while consuming. */
 #define ISM_FETCH_WAIT_MS		500
+
+/* How long a stopping worker waits for its held acks' commits. */
+#define ISM_EXIT_ACK_WAIT_MS	5000
 
 /* First retry delay after a failed connection attempt; doubles each time. */
 #define ISM_FIRST_BACKOFF_MS	100
@@ -248,14 +252,16 @@ refresh_route_cache(IsmWorker *w)
 }
 
 /*
- * Unsubscribe, or close the connection.  The writer first lets go of the
- * messages its batches hold, nak'ed: they belong to the subscription that
- * goes, and come back from the server at once (its flushes recorded what
- * they applied, so nothing is written twice).
+ * Unsubscribe, or close the connection.  First the acks held for their
+ * commits go (those not durable within a second are nak'ed), then the
+ * writer lets go of the messages its batches hold, nak'ed: they belong to
+ * the subscription that goes, and come back from the server at once (its
+ * flushes recorded what they applied, so nothing is written twice).
  */
 static void
 drop_nats(IsmWorker *w, bool connection)
 {
+	ism_ack_gate_let_go(ISM_POLL_MS);
 	if (w->role == ISM_ROLE_WRITER)
 		ism_writer_release_pending();
 	if (connection)
@@ -849,10 +855,43 @@ consume(IsmWorker *w)
 	 * router fetches at least a few dozen so that their publishes pipeline,
 	 * and still handles them in order.
 	 */
-	n = ism_router_consume(Max(r ? r->batch_size : 1, 64), ISM_FETCH_WAIT_MS);
+	n = ism_router_consume(Max(r ? r->batch_size : 1, 64), ism_ack_gate_wait_ms(ISM_FETCH_WAIT_MS));
 	/* the activity report is the router's while it handles messages */
 	w->activity[0] = '\0';
 	return n < 0 ? ISM_POLL_MS : 0;
+}
+
+/* The ack_wait of the route the worker consumes (JetStream's 30 s without). */
+static int
+route_ack_wait_ms(IsmWorker *w)
+{
+	RouteLookupResult result;
+	const IsmRoute *r = ism_route_cache_resolve(w->role == ISM_ROLE_ROUTER ?
+												ISM_ROUTER_SELECTOR : ISM_WRITER_SELECTOR,
+												&result);
+
+	return (r && r->ack_wait > 0 ? r->ack_wait : 30) * 1000;
+}
+
+/*
+ * Writer: fetch records into batches, flushing those due.  The fetch waits
+ * at most until the next batch is due, or the next look at held acks; it
+ * is skipped while as many acks are held as JetStream lets be pending.
+ */
+static long
+consume_records(IsmWorker *w)
+{
+	RouteLookupResult result;
+	const IsmRoute *r = ism_route_cache_resolve(ISM_WRITER_SELECTOR, &result);
+	int			max_ack_pending = r && r->max_ack_pending ? r->max_ack_pending : 1000;
+	int			n;
+
+	if (ism_ack_gate_is_full(max_ack_pending))
+		return ism_ack_gate_wait_ms(ISM_POLL_MS);
+	n = ism_writer_consume((int) ism_ack_gate_wait_ms(ism_writer_next_due_ms(ISM_FETCH_WAIT_MS)),
+						   max_ack_pending, route_ack_wait_ms(w));
+	w->activity[0] = '\0';
+	return n < 0 ? ism_ack_gate_wait_ms(ism_writer_next_due_ms(ISM_POLL_MS)) : 0;
 }
 
 /* One turn of the loop; returns how long to wait before the next. */
@@ -882,23 +921,14 @@ worker_step(IsmWorker *w)
 		return ISM_POLL_MS;
 	sync_subscription(w);
 	report_activity(w, STATE_IDLE, "idle");
+	ism_ack_gate_turn(route_ack_wait_ms(w));
 	if (w->role == ISM_ROLE_ROUTER)
 		replay_dead_letters(w);
 	if (w->role == ISM_ROLE_ROUTER && ism_nats_is_subscribed())
 		return consume(w);
 	if (w->role == ISM_ROLE_WRITER && ism_nats_is_subscribed())
-	{
-		/* the fetch waits at most until the next batch is due */
-		RouteLookupResult result;
-		const IsmRoute *r = ism_route_cache_resolve(ISM_WRITER_SELECTOR, &result);
-		int			n = ism_writer_consume((int) ism_writer_next_due_ms(ISM_FETCH_WAIT_MS),
-										   r && r->max_ack_pending ? r->max_ack_pending : 1000,
-										   (r ? r->ack_wait : 30) * 1000);
-
-		w->activity[0] = '\0';
-		return n < 0 ? ism_writer_next_due_ms(ISM_POLL_MS) : 0;
-	}
-	return ISM_POLL_MS;
+		return consume_records(w);
+	return ism_ack_gate_wait_ms(ISM_POLL_MS);
 }
 
 static void
@@ -995,6 +1025,7 @@ ism_worker_main(Datum main_arg)
 	/* what is pending is written and acked; what cannot be comes back later */
 	if (w.role == ISM_ROLE_WRITER && w.extension_present)
 		ism_writer_flush(true);
+	ism_ack_gate_let_go(ISM_EXIT_ACK_WAIT_MS);
 	ism_nats_shutdown();
 	ereport(LOG, (errmsg("%s stopped", MyBgworkerEntry->bgw_name)));
 

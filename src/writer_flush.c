@@ -4,9 +4,9 @@
  *	  The state-tables writer's flushes: the due batches in one transaction,
  *	  each in a subtransaction of its own (a batch that fails rolls back
  *	  alone), a batch that failed for good written again message by
- *	  message; after the commit the messages are acked, nak'ed or given
- *	  up, and COMPLETED goes to the monitor route once per route written
- *	  to.
+ *	  message; after the commit the messages are acked (once the commit is
+ *	  durable: ack_gate.c), nak'ed or given up, and COMPLETED goes to the
+ *	  monitor route once per route written to.
  *
  *-------------------------------------------------------------------------
  */
@@ -22,6 +22,7 @@
 #include "utils/timestamp.h"
 
 #include "writer_flush.h"
+#include "ack_gate.h"
 #include "copy_text.h"
 #include "counters.h"
 #include "dead_letter.h"
@@ -319,7 +320,6 @@ settle_written(Flush *f, List **routes)
 {
 	Batch	   *b = f->batch;
 	ListCell   *lc;
-	char		err[512];
 
 	if (f->written > 0)
 		ism_table_flushed(b->config.table, f->written, f->ddl, f->write_us);
@@ -334,8 +334,7 @@ settle_written(Flush *f, List **routes)
 			ism_count_table(b->config.table, ISM_TC_DEAD_LETTERS, 1);
 			continue;
 		}
-		if (!ism_nats_settle(&p->msg, ISM_ACK, 0, err, sizeof(err)))
-			ereport(WARNING, (errmsg("ism_state writer: %s", err)));
+		ism_settle_after_commit(&p->msg, ISM_ACK);
 		ism_count_inbound(ISM_RC_ROUTED, 1);
 		ism_nats_release(&p->msg, 1);
 		if (p->route_id && !list_member(*routes, makeString(p->route_id)))
@@ -492,7 +491,7 @@ ism_writer_give_up(IsmMessage *m, const char *route_id, const char *error)
 	else if (applied_before)
 	{
 		/* another delivery of it was written (or dead-lettered) first */
-		ism_writer_settle(m, ISM_ACK, 0);
+		ism_settle_after_commit(m, ISM_ACK);
 	}
 	else
 	{
@@ -502,7 +501,7 @@ ism_writer_give_up(IsmMessage *m, const char *route_id, const char *error)
 					   psprintf("ism:%s:" UINT64_FORMAT ":failed", m->stream, m->stream_seq) : NULL);
 		if (!ism_nats_publish_wait(ism_publish_timeout_ms, err, sizeof(err)))
 			ereport(WARNING, (errmsg("ism_state writer: FAILED not sent: %s", err)));
-		ism_writer_settle(m, ISM_TERM, 0);
+		ism_settle_after_commit(m, ISM_TERM);
 	}
 	ism_nats_release(m, 1);
 }

@@ -74,13 +74,15 @@ sub finish_collecting
 
 # A node with ism_state preloaded, pointed at $nats_url; not started.
 # %params go to PostgreSQL::Test::Cluster->new (install_path: another
-# PostgreSQL installation), except extra: initdb's extra arguments.
+# PostgreSQL installation), except extra: initdb's extra arguments, and
+# allows_streaming: set up for standbys.
 sub new_ism_node
 {
 	my ($name, $nats_url, $extra_conf, %params) = @_;
 	my $initdb = delete $params{extra} // [];
+	my $streaming = delete $params{allows_streaming} // 0;
 	my $node = PostgreSQL::Test::Cluster->new($name, %params);
-	$node->init(extra => $initdb);
+	$node->init(extra => $initdb, allows_streaming => $streaming);
 	$node->append_conf(
 		'postgresql.conf', qq{
 shared_preload_libraries = 'ism_state'
