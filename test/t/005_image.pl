@@ -93,12 +93,37 @@ ok($r, 'the health check passes while connected');
 my ($rc, $json) = ('', '');
 IPC::Run::run([ 'python3', 'test/check_manifests.py' ], '>', \$json, '2>', \$err);
 is($?, 0, 'the manifests are consistent') or diag $err;
-my $queries = decode_json($json)->{queries};
+my $manifests = decode_json($json);
+my $queries = $manifests->{queries};
 ok(@$queries >= 3, 'probe and exporter queries found');
 for my $q (@$queries)
 {
 	my ($qrc, $qout, $qerr) = $node->psql('ism', $q);
 	is($qrc, 0, 'query runs: ' . (split /\n/, $q)[0]) or diag $qerr;
+}
+
+# --- the CloudNativePG Cluster's bootstrap and exporter queries ---------------
+# Its bootstrap runs, as the superuser in the workers' database, after
+# CREATE EXTENSION (made here by the init script); its exporter runs the
+# queries as a pg_monitor member (cnpg_metrics_exporter), in a read-only
+# transaction with search_path pinned.
+my $cnpg = $manifests->{cnpg};
+ok(@{ $cnpg->{bootstrap_sql} } > 0, "the Cluster's bootstrap SQL found");
+for my $sql (@{ $cnpg->{bootstrap_sql} })
+{
+	my ($qrc, $qout, $qerr) = $node->psql('ism', $sql);
+	is($qrc, 0, "the Cluster's bootstrap runs: $sql") or diag $qerr;
+}
+$node->safe_psql('ism',
+	'CREATE ROLE cnpg_metrics_exporter LOGIN; GRANT pg_monitor TO cnpg_metrics_exporter');
+ok(exists $cnpg->{queries}{ism_state_health}, "the Cluster's exporter has the health query");
+for my $name (sort keys %{ $cnpg->{queries} })
+{
+	my ($qrc, $qout, $qerr) = $node->psql('ism',
+		'BEGIN READ ONLY; SET LOCAL search_path = pg_catalog, public, pg_temp; '
+		  . "SET LOCAL ROLE cnpg_metrics_exporter; $cnpg->{queries}{$name}; COMMIT");
+	is($qrc, 0, "the Cluster's exporter query $name runs as pg_monitor") or diag $qerr;
+	is($qout, 't', 'and says the workers are healthy') if $name eq 'ism_state_health';
 }
 
 $nats->stop('KILL');
@@ -109,7 +134,7 @@ ok(!$r, 'the health check fails while NATS is away');
 # --- the consistency check can fail -------------------------------------------
 my $broken = "$tmp/broken-repo";
 make_path("$broken/test");
-IPC::Run::run([ 'cp', '-r', 'docker', 'k8s', $broken ]) or die 'cp failed';
+IPC::Run::run([ 'cp', '-r', 'docker', 'k8s', 'scripts', $broken ]) or die 'cp failed';
 my $manifest = slurp_file("$broken/k8s/base/postgres.yaml");
 $manifest =~ s{mountPath: /etc/ism_state$}{mountPath: /etc/ism}m;
 $manifest =~ s{key: password\n(\s+path: nats-password)}{key: passwd\n$1};
@@ -125,6 +150,27 @@ like($err, qr/routing_file .* is not where ism-state-routing is mounted/,
 like($err, qr/Secret ism-state-nats has no key passwd/, 'and the missing Secret key');
 like($err, qr{PGDATA /var/lib/postgresql/\d+/docker is not in its data volume},
 	'and PGDATA outside the data volume');
+
+# the CloudNativePG Cluster, broken in a copy of its own
+my $broken_cluster = "$tmp/broken-cluster-repo";
+make_path("$broken_cluster/test");
+IPC::Run::run([ 'cp', '-r', 'docker', 'k8s', 'scripts', $broken_cluster ]) or die 'cp failed';
+my $cluster = slurp_file("$broken_cluster/k8s/production/cluster.yaml");
+$cluster =~ s{path: ism_state/routing.yaml}{path: routing.yaml} or die;
+$cluster =~ s{^  instances: \d+$}{  instances: 1}m or die;
+$cluster =~ s{dataDurability: required}{dataDurability: preferred} or die;
+$cluster =~ s{ism_state.stream_replicas: "3"}{ism_state.stream_replicas: "1"} or die;
+open $fh, '>', "$broken_cluster/k8s/production/cluster.yaml" or die $!;
+print $fh $cluster;
+close $fh;
+IPC::Run::run([ 'python3', 'test/check_manifests.py', $broken_cluster ], '>', \$json, '2>', \$err);
+isnt($?, 0, 'a broken Cluster fails the check');
+like($err, qr/Cluster's ism_state.routing_file .* is not where ism-state-routing is projected/,
+	'naming the routing file');
+like($err, qr/Cluster has 1 instance/, 'the missing standbys');
+like($err, qr/lets commits go on without a standby/, 'the durability given up');
+like($err, qr/Cluster's ism_state.stream_replicas is 1, the StatefulSet's 3/,
+	'and the setting that differs');
 
 $node->stop('fast');
 done_testing();
