@@ -45,8 +45,9 @@ PG_CONFIG   ?= pg_config
 PGXS        := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# after the include: Makefile.global empties PROVE_FLAGS
-PROVE_FLAGS  = -I test/lib
+# after the include: Makefile.global empties PROVE_FLAGS; --timer: each
+# file's wall time in the output (.ci/run's budget)
+PROVE_FLAGS  = -I test/lib --timer
 
 # PGXS tracks no header dependencies here: every object depends on every
 # header, so a changed declaration never leaves a stale object behind.
