@@ -12,6 +12,9 @@
 # asynchronous replication and ack_after = commit, what is lost is
 # measured and reported, not asserted (README, "High availability").
 #
+# First, with no standby at all: ack_after = replicated holds the acks,
+# keeps the messages alive and says so; a reload to commit lets them go.
+#
 # The figures of each run (records, rows when the primary died, lost,
 # duplicated, seconds to resume) are printed as "failover figures".
 # ISM_FAILOVER_SCENARIOS picks scenarios by name (comma-separated).
@@ -272,5 +275,65 @@ sub run_scenario
 	$nats->stop;
 }
 
+# With ack_after = replicated and no standby at all, the writer writes and
+# holds the acks: JetStream hears the messages are in progress (none comes
+# again though ack_wait passes three times over), the worker says what it
+# waits for, and a reload to commit lets them all go, nothing written twice.
+sub no_standby
+{
+	my $nats = IsmTest::Nats->new('fo_alone')->start;
+	my $alone_routing = "${PostgreSQL::Test::Utils::tmp_check}/routing-alone.yaml";
+	(my $short = $yaml) =~ s/ack_wait: 5 /ack_wait: 2 / or die 'no ack_wait to shorten';
+	open my $fh, '>', $alone_routing or die $!;
+	print $fh $short;
+	close $fh;
+	my $node = new_ism_node('alone', $nats->url, qq{
+ism_state.routing_file = '$alone_routing'
+ism_state.ack_after = replicated
+});
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION ism_state');
+	$node->safe_psql('postgres', slurp_file('test/data/catalog.sql'));
+	set_properties($node, $tables,
+		{ tableName => 'failover', batchSize => 10, batchWindowTTL => 1,
+		  includeTimestamp => JSON::PP::false });
+	wait_for_workers($node, "state = 'running' AND nats_state = 'connected'")
+	  or die 'no workers';
+	my ($rc, undef, $err) = nats_client($nats->url, 'js-pub-n', 'data.transformers.state-tables',
+		50, qq({"route_id": "$r2", "query_state": [{"m": "a%n"}]}));
+	is($rc, 0, 'no standby: 50 records published') or diag $err;
+	ok(wait_until(30, sub { (count_rows($node))[1] == 50 }), 'no standby: all 50 written');
+	ok(wait_until(30, sub {
+				$node->safe_psql('postgres', "SELECT state || ': ' || activity"
+					  . " FROM ism_state.pg_stat_ism_worker WHERE role = 'writer'")
+				  eq 'waiting_for_standby: 50 acknowledgements wait for a standby'
+				  . ' (ism_state.ack_after = replicated)' }),
+		'no standby: the writer is waiting_for_standby, and says for what');
+	sleep 7;
+	my ($rc2, $out) = nats_client($nats->url, 'consumer-info', 'data_transformers_state_tables',
+		'state_tables_workers');
+	my %c = map { split /=/, $_, 2 } split /
+/, $out;
+	is($c{num_ack_pending}, 50, 'no standby: none acknowledged after 3.5 ack_waits');
+	is($c{num_redelivered}, 0, 'no standby: none delivered again (in progress every half ack_wait)');
+	ok(wait_until(15, sub {
+				count_log_matches($node,
+					qr/50 messages written but not acknowledged for \d+ s: waiting for a standby/) }),
+		'no standby: a WARNING says so, after 10 s');
+
+	$node->safe_psql('postgres', "ALTER SYSTEM SET ism_state.ack_after = 'commit'");
+	$node->reload;
+	ok(wait_until(30, sub {
+				consumer_drained($nats->url, 'data_transformers_state_tables', 'state_tables_workers') }),
+		'no standby: ack_after = commit (a reload) lets them go');
+	is(join(',', count_rows($node)), '50,50', 'no standby: each record once');
+	is($node->safe_psql('postgres',
+			"SELECT state FROM ism_state.pg_stat_ism_worker WHERE role = 'writer'"),
+		'running', 'no standby: the writer is running again');
+	$node->stop;
+	$nats->stop;
+}
+
+no_standby() unless $ENV{ISM_FAILOVER_SCENARIOS};
 run_scenario($_) for @scenarios;
 done_testing();
