@@ -9,7 +9,9 @@
  * takes the message from its stream while a failover can still take the
  * effect from the database.  Such an ack is held here, with its message,
  * and the worker's loop lets it go when the WAL is far enough; meanwhile
- * the loop goes on (a short wait while anything is held), JetStream hears
+ * the loop goes on (a short wait while anything is held; held acks count
+ * against the consumer's max_ack_pending, so the worker fetches no more
+ * than JetStream would deliver), JetStream hears
  * that the message is in progress every half ack_wait, and a worker whose
  * acks wait long shows waiting_for_standby in pg_stat_ism_worker.  A worker
  * whose postmaster has died acks nothing more: it exits, and its messages
@@ -200,13 +202,6 @@ ism_ack_gate_wait_ms(long wait_ms)
 	if (nheld == 0)
 		return wait_ms;
 	return Min(wait_ms, stalled ? ISM_ACK_SLOW_POLL_MS : ISM_ACK_POLL_MS);
-}
-
-/* As many held as JetStream lets be unacknowledged: fetching more is pointless. */
-bool
-ism_ack_gate_is_full(int max_ack_pending)
-{
-	return nheld >= Max(max_ack_pending, 1);
 }
 
 /*

@@ -13,7 +13,6 @@
 extern void ism_settle_after_commit(IsmMessage *m, IsmSettle how);
 extern void ism_ack_gate_turn(int ack_wait_ms);
 extern long ism_ack_gate_wait_ms(long wait_ms);
-extern bool ism_ack_gate_is_full(int max_ack_pending);
 extern void ism_ack_gate_let_go(int wait_ms);
 
 #endif							/* ISM_ACK_GATE_H */

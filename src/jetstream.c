@@ -944,6 +944,18 @@ fetch_pull_locked(natsSubscription *sub, natsMsg **got, int max, int timeout_ms,
 {
 	natsMsgList list = {0};
 	natsStatus	s;
+	int			queued = 0;
+
+	/*
+	 * Messages a server delivered after an earlier fetch had ended wait in
+	 * the subscription; a fetch takes them first.  Before nats.c 3.9 one
+	 * that found more of them than half its batch, and fewer than all of
+	 * it, wrote past its array (nats.c#749, "Fix heap buffer overflow in
+	 * _fetch"; bookworm has 3.4): the worker died of a corrupt heap.  A
+	 * fetch for exactly what waits asks the server nothing, and is safe.
+	 */
+	if (natsSubscription_GetPending(sub, &queued, NULL) == NATS_OK && queued > 0)
+		max = Min(max, queued);
 
 	if (no_wait)
 	{
@@ -1070,6 +1082,16 @@ ism_nats_release(IsmMessage *msgs, int n)
 		msgs[i].handle = NULL;
 	}
 	ism_stats_set_in_flight(in_flight);
+}
+
+/*
+ * Messages fetched and not yet released: what the server counts against
+ * the consumer's max_ack_pending (acks held for their commit included).
+ */
+int
+ism_nats_in_flight(void)
+{
+	return in_flight;
 }
 
 /* Count on the route being consumed (pg_stat_ism_routes). */

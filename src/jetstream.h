@@ -93,6 +93,7 @@ extern void ism_nats_unsubscribe(void);
 extern int	ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms,
 						   char *errbuf, size_t errlen);
 extern void ism_nats_release(IsmMessage *msgs, int n);
+extern int	ism_nats_in_flight(void);
 extern void ism_count_inbound(IsmRouteCounter counter, int64 n);
 extern void ism_inbound_error(const char *error);
 extern bool ism_nats_settle(IsmMessage *m, IsmSettle how, int64 delay_ms,

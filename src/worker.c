@@ -848,14 +848,20 @@ consume(IsmWorker *w)
 {
 	RouteLookupResult result;
 	const IsmRoute *r = ism_route_cache_resolve(ISM_ROUTER_SELECTOR, &result);
+	int			room;
 	int			n;
 
 	/*
 	 * The route's batch_size is upstream's fetch size (1 by default); the
 	 * router fetches at least a few dozen so that their publishes pipeline,
-	 * and still handles them in order.
+	 * and still handles them in order; never more than JetStream would
+	 * deliver with the acks it holds (see platform_consumer).
 	 */
-	n = ism_router_consume(Max(r ? r->batch_size : 1, 64), ism_ack_gate_wait_ms(ISM_FETCH_WAIT_MS));
+	room = (r && r->max_ack_pending ? r->max_ack_pending : 1000) - ism_nats_in_flight();
+	if (room <= 0)
+		return ism_ack_gate_wait_ms(ISM_POLL_MS);
+	n = ism_router_consume(Min(Max(r ? r->batch_size : 1, 64), room),
+						   ism_ack_gate_wait_ms(ISM_FETCH_WAIT_MS));
 	/* the activity report is the router's while it handles messages */
 	w->activity[0] = '\0';
 	return n < 0 ? ISM_POLL_MS : 0;
@@ -875,8 +881,9 @@ route_ack_wait_ms(IsmWorker *w)
 
 /*
  * Writer: fetch records into batches, flushing those due.  The fetch waits
- * at most until the next batch is due, or the next look at held acks; it
- * is skipped while as many acks are held as JetStream lets be pending.
+ * at most until the next batch is due, or the next look at held acks; with
+ * as many messages in flight as JetStream lets be pending (acks held for
+ * their commits, say) there is nothing to fetch, and the loop waits.
  */
 static long
 consume_records(IsmWorker *w)
@@ -886,12 +893,12 @@ consume_records(IsmWorker *w)
 	int			max_ack_pending = r && r->max_ack_pending ? r->max_ack_pending : 1000;
 	int			n;
 
-	if (ism_ack_gate_is_full(max_ack_pending))
-		return ism_ack_gate_wait_ms(ISM_POLL_MS);
 	n = ism_writer_consume((int) ism_ack_gate_wait_ms(ism_writer_next_due_ms(ISM_FETCH_WAIT_MS)),
 						   max_ack_pending, route_ack_wait_ms(w));
 	w->activity[0] = '\0';
-	return n < 0 ? ism_ack_gate_wait_ms(ism_writer_next_due_ms(ISM_POLL_MS)) : 0;
+	if (n < 0 || (n == 0 && ism_nats_in_flight() >= max_ack_pending))
+		return ism_ack_gate_wait_ms(ism_writer_next_due_ms(ISM_POLL_MS));
+	return 0;
 }
 
 /* One turn of the loop; returns how long to wait before the next. */

@@ -633,13 +633,17 @@ ism_writer_consume(int timeout_ms, int max_in_flight, int ack_wait_ms)
 	/*
 	 * Never ask for more than the server may deliver: what a pull request
 	 * cannot get now it would deliver later to a fetch that has ended.
+	 * What is in flight counts the batches' messages and the acks held for
+	 * their commits (ack_gate.c); only the first can be made room for.
 	 */
-	room = max_in_flight - ism_writer_pending_messages();
-	if (room <= 0)
+	room = max_in_flight - ism_nats_in_flight();
+	if (room <= 0 && ism_writer_pending_messages() > 0)
 	{
 		ism_writer_flush(true);
-		room = max_in_flight;
+		room = max_in_flight - ism_nats_in_flight();
 	}
+	if (room <= 0)
+		return 0;
 	n = ism_nats_fetch(msgs, Min(MAX_FETCH, room), Max(timeout_ms, 1), err, sizeof(err));
 	if (n < 0)
 	{
