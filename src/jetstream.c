@@ -957,6 +957,16 @@ fetch_pull_locked(natsSubscription *sub, natsMsg **got, int max, int timeout_ms,
 	if (natsSubscription_GetPending(sub, &queued, NULL) == NATS_OK && queued > 0)
 		max = Min(max, queued);
 
+	/*
+	 * A pull request outlives its fetch on the server unless it waits long
+	 * enough for nats.c to make it expire there first (10 ms before the
+	 * fetch gives up, from 20 ms: js.c _sendPullRequest): a shorter wait
+	 * (the next batch due in a few ms, acks held) asks for what there is
+	 * now instead, which leaves nothing to come after the fetch.
+	 */
+	if (timeout_ms < ISM_SHORTEST_PULL_WAIT_MS)
+		no_wait = true;
+
 	if (no_wait)
 	{
 		jsFetchRequest req;

@@ -90,6 +90,12 @@ extern bool ism_nats_is_subscribed(void);
 extern bool ism_nats_consumer_exists(char *errbuf, size_t errlen);
 extern void ism_nats_unsubscribe(void);
 
+/*
+ * A pull fetch waiting less than this asks for what there is and returns
+ * at once (see fetch_pull_locked): its caller waits on its latch instead.
+ */
+#define ISM_SHORTEST_PULL_WAIT_MS	20
+
 extern int	ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms,
 						   char *errbuf, size_t errlen);
 extern void ism_nats_release(IsmMessage *msgs, int n);

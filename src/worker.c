@@ -849,6 +849,7 @@ consume(IsmWorker *w)
 	RouteLookupResult result;
 	const IsmRoute *r = ism_route_cache_resolve(ISM_ROUTER_SELECTOR, &result);
 	int			room;
+	long		fetch_ms;
 	int			n;
 
 	/*
@@ -860,11 +861,14 @@ consume(IsmWorker *w)
 	room = (r && r->max_ack_pending ? r->max_ack_pending : 1000) - ism_nats_in_flight();
 	if (room <= 0)
 		return ism_ack_gate_wait_ms(ISM_POLL_MS);
-	n = ism_router_consume(Min(Max(r ? r->batch_size : 1, 64), room),
-						   ism_ack_gate_wait_ms(ISM_FETCH_WAIT_MS));
+	fetch_ms = ism_ack_gate_wait_ms(ISM_FETCH_WAIT_MS);
+	n = ism_router_consume(Min(Max(r ? r->batch_size : 1, 64), room), (int) fetch_ms);
 	/* the activity report is the router's while it handles messages */
 	w->activity[0] = '\0';
-	return n < 0 ? ISM_POLL_MS : 0;
+	if (n < 0)
+		return ISM_POLL_MS;
+	/* a short fetch asks for what there is and does not wait: the latch does */
+	return n == 0 && fetch_ms < ISM_SHORTEST_PULL_WAIT_MS ? fetch_ms : 0;
 }
 
 /* The ack_wait of the route the worker consumes (JetStream's 30 s without). */
@@ -891,13 +895,16 @@ consume_records(IsmWorker *w)
 	RouteLookupResult result;
 	const IsmRoute *r = ism_route_cache_resolve(ISM_WRITER_SELECTOR, &result);
 	int			max_ack_pending = r && r->max_ack_pending ? r->max_ack_pending : 1000;
+	long		fetch_ms = ism_ack_gate_wait_ms(ism_writer_next_due_ms(ISM_FETCH_WAIT_MS));
 	int			n;
 
-	n = ism_writer_consume((int) ism_ack_gate_wait_ms(ism_writer_next_due_ms(ISM_FETCH_WAIT_MS)),
-						   max_ack_pending, route_ack_wait_ms(w));
+	n = ism_writer_consume((int) fetch_ms, max_ack_pending, route_ack_wait_ms(w));
 	w->activity[0] = '\0';
 	if (n < 0 || (n == 0 && ism_nats_in_flight() >= max_ack_pending))
 		return ism_ack_gate_wait_ms(ism_writer_next_due_ms(ISM_POLL_MS));
+	/* a short fetch asks for what there is and does not wait: the latch does */
+	if (n == 0 && fetch_ms < ISM_SHORTEST_PULL_WAIT_MS)
+		return fetch_ms;
 	return 0;
 }
 
