@@ -22,9 +22,12 @@ command -v valgrind >/dev/null || { apt-get install -y -qq valgrind >/dev/null; 
 export BENCH_NATS_PORT=${BENCH_NATS_PORT:-26222} BENCH_PG_PORT=${BENCH_PG_PORT:-26432}
 . bench/lib.sh
 BENCH_KEEP=1	# kept for its reports, unless all is well
-# the writer claims each message, as when several instances share it
+# the writer claims each message, as when several instances share it;
+# asynchronous commits, so that acks wait for the WAL flush and go through
+# the ack gate's holding (src/ack_gate.c) without a standby
 bench_init_cluster "ism_state.nats_connect_timeout = '10s'
-ism_state.claims_bucket = 'valgrind_claims'"
+ism_state.claims_bucket = 'valgrind_claims'
+synchronous_commit = off"
 
 echo "== PostgreSQL under valgrind"
 as_pg valgrind --trace-children=yes --quiet --num-callers=30 --leak-check=full \
