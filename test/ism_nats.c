@@ -219,6 +219,7 @@ cmd_consumer_info(jsCtx *js, const char *stream, const char *name)
 	printf("max_ack_pending=%lld\n", (long long) ci->Config->MaxAckPending);
 	printf("delivered=%llu\n", (unsigned long long) ci->Delivered.Stream);
 	printf("ack_floor=%llu\n", (unsigned long long) ci->AckFloor.Stream);
+	printf("ack_floor_last_active=%.6f\n", (double) ci->AckFloor.Last / 1e9);
 	printf("num_pending=%llu\n", (unsigned long long) ci->NumPending);
 	printf("num_ack_pending=%lld\n", (long long) ci->NumAckPending);
 	printf("num_redelivered=%lld\n", (long long) ci->NumRedelivered);
