@@ -5,6 +5,7 @@
 #   bench_start_stack [extra postgresql.conf lines]
 #
 # Builds and installs the extension first.  Sets work, psql_b, nats_b; stops everything on exit.
+# bench_start_standby adds a streaming standby of that cluster.
 # (bench_init_cluster and bench_load_catalog are its two halves, for a
 # server started some other way: scripts/valgrind.sh.)  As root the cluster
 # runs as the postgres user (PostgreSQL refuses root).
@@ -12,6 +13,7 @@
 PGBIN=$(pg_config --bindir)
 NATS_PORT=${BENCH_NATS_PORT:-24222}
 PG_PORT=${BENCH_PG_PORT:-25432}
+STANDBY_PORT=${BENCH_STANDBY_PORT:-$((PG_PORT + 1))}
 
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 psql_b() { as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$PG_PORT" -d postgres -tA "$@"; }
@@ -19,6 +21,7 @@ nats_b() { test/ism-nats -s "nats://127.0.0.1:$NATS_PORT" -t 600000 "$@"; }
 
 bench_cleanup() {
 	as_pg "$PGBIN/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true
+	[ ! -d "$work/standby" ] || as_pg "$PGBIN/pg_ctl" -D "$work/standby" -m immediate stop >/dev/null 2>&1 || true
 	[ -z "${NATS_PID:-}" ] || kill "$NATS_PID" 2>/dev/null || true
 	cp "$work/pg.log" /tmp/ism_state-bench-last.log 2>/dev/null || true
 	[ -n "${BENCH_KEEP:-}" ] || rm -rf "$work"
@@ -68,10 +71,28 @@ bench_start_stack() {	# [extra postgresql.conf lines]
 	bench_load_catalog
 }
 
+# A streaming standby of the running cluster, on STANDBY_PORT: a base
+# backup with its replication slot (a standby that falls behind misses no
+# WAL) and primary_conninfo (-R).  Its ism_state workers start only on
+# promotion.
+bench_start_standby() {
+	as_pg "$PGBIN/pg_basebackup" -h "$work" -p "$PG_PORT" -U postgres -D "$work/standby" \
+		-R -C -S bench_standby -c fast
+	echo "port = $STANDBY_PORT" >> "$work/standby/postgresql.conf"
+	as_pg "$PGBIN/pg_ctl" -D "$work/standby" -l "$work/standby.log" -w start >/dev/null
+	bench_wait_streaming
+}
+bench_wait_streaming() {
+	until [ "$(psql_b -c "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")" = 1 ]; do
+		sleep 0.2
+	done
+}
+
 consumer_field() {	# STREAM DURABLE FIELD
 	nats_b consumer-info "$1" "$2" | sed -n "s/^$3=//p"
 }
-worker_pid() { psql_b -c "SELECT pid FROM ism_state.pg_stat_ism_worker WHERE role = '$1' LIMIT 1"; }
+worker_pid() { worker_pids "$1" | head -1; }
+worker_pids() { psql_b -c "SELECT pid FROM ism_state.pg_stat_ism_worker WHERE role = '$1' ORDER BY worker"; }
 
 # A process's private memory (RssAnon, kB) every 50 ms into FILE while a
 # case runs.  (VmHWM would count the shared buffers it touches, up to

@@ -17,6 +17,12 @@ CASES = [
     ("ism-1", "ism_state, 1 table"),
     ("ism-100", "ism_state, 100 tables"),
     ("ism-1-claims", "ism_state, 1 table, claims (scale-out)"),
+    ("ism-1-replicated", "ism_state, 1 table, ack_after = replicated"),
+    ("ism-1-sync", "ism_state, 1 table, synchronous standby"),
+    ("ism-1-2w", "ism_state, 1 table, 2 writers"),
+    ("ism-100-replicated", "ism_state, 100 tables, ack_after = replicated"),
+    ("ism-100-sync", "ism_state, 100 tables, synchronous standby"),
+    ("ism-100-2w", "ism_state, 100 tables, 2 writers"),
     ("copy", "COPY from a file, 1 table (the limit)"),
     ("tuned-1", "tuned external consumer, 1 table"),
     ("tuned-100", "tuned external consumer, 100 tables"),
@@ -50,23 +56,41 @@ def load_rows(path):
         return list(csv.DictReader(f, delimiter="\t"))
 
 
+def acked_rate(row):
+    """Records per second from the first publish to the last ack."""
+    if row.get("acked_s") in (None, ""):
+        return ""
+    return int(row["records"]) / float(row["acked_s"])
+
+
 def summary(rows, name, field):
-    values = [float(r[field]) for r in rows if r["case"] == name and r[field] != ""]
+    values = [float(r[field]) for r in rows
+              if r["case"] == name and r.get(field) not in (None, "")]
     if not values:
         return None
     return statistics.median(values), min(values), max(values)
 
 
 rows = load_rows(os.path.join(out, "tables.tsv"))
+for r in rows:
+    r["acked_per_s"] = acked_rate(r)
 lines = [f"# ism_state benchmark ({mode})", "",
          f"Machine: {machine()}.", "",
          "Run with `bench/run.sh " + mode + "`; every case "
          "in the same session on the same stack, rounds interleaved. "
          "Records/s from the first publish to the last commit; latency from "
          "publish to commit per record; CPU and peak private memory (RssAnon) "
-         "of the consumer (external ones: the program plus its backend).", "",
-         "| case | records | records/s median | spread | p50 ms | p99 ms | CPU s | peak RSS MB | rows |",
-         "|---|---:|---:|---|---:|---:|---:|---:|---|"]
+         "of the consumer (external ones: the program plus its backend; two "
+         "writers: CPU of both, memory of the first). Records/s to the last "
+         "ack: from the first publish to the consumer's last ack (JetStream's "
+         "ack floor).", ""]
+if mode == "ha":
+    lines += ["Every case with a streaming standby of the cluster on the same machine "
+              "(pg_basebackup -R, a replication slot), asynchronous and "
+              "ism_state.ack_after = commit unless the case says otherwise.", ""]
+lines += ["| case | records | records/s median | spread | records/s to last ack | "
+          "p50 ms | p99 ms | CPU s | peak RSS MB | rows |",
+          "|---|---:|---:|---|---:|---:|---:|---:|---:|---|"]
 medians = {}
 for name, label in CASES:
     s = summary(rows, name, "records_per_s")
@@ -75,11 +99,12 @@ for name, label in CASES:
     medians[name] = s[0]
     case_rows = [r for r in rows if r["case"] == name]
 
-    def med(field):
+    def med(field, form="{:.1f}"):
         m = summary(rows, name, field)
-        return "" if m is None else f"{m[0]:.1f}"
+        return "" if m is None else form.format(m[0])
     checks = sorted({r["check"] for r in case_rows})
     lines.append(f"| {label} | {case_rows[0]['records']} | {s[0]:,.0f} | {s[1]:,.0f} .. {s[2]:,.0f} | "
+                 f"{med('acked_per_s', '{:,.0f}')} | "
                  f"{med('p50_ms')} | {med('p99_ms')} | {med('cpu_s')} | {med('peak_rss_mb')} | "
                  f"{', '.join(checks)} |")
 
@@ -89,6 +114,26 @@ for a, b, target in [("ism-1", "copy", "≥ 0.5"), ("ism-1", "up-1", "≥ 10"),
                      ("ism-100", "tuned-100", "≥ 2"), ("ism-1-claims", "ism-1", "cost of claims")]:
     if a in medians and b in medians:
         lines.append(f"- {a} / {b}: **{medians[a] / medians[b]:.2f}** ({target})")
+
+ha = [(a, b) for a, b in [("ism-1-replicated", "ism-1"), ("ism-1-sync", "ism-1"),
+                          ("ism-100-replicated", "ism-100"), ("ism-100-sync", "ism-100"),
+                          ("ism-1-2w", "ism-1"), ("ism-100-2w", "ism-100")]
+      if a in medians and b in medians]
+if ha:
+    lines += ["", "High availability, ratios of medians (case / baseline):", "",
+              "| case / baseline | records/s | records/s to last ack | p50 ms | p99 ms |",
+              "|---|---:|---:|---:|---:|"]
+    for a, b in ha:
+        cells = []
+        for field in ("records_per_s", "acked_per_s", "p50_ms", "p99_ms"):
+            x, y = summary(rows, a, field), summary(rows, b, field)
+            cells.append("" if x is None or y is None else f"{x[0] / y[0]:.2f}")
+        lines.append(f"| {a} / {b} | " + " | ".join(cells) + " |")
+    per_writer = [(name, [r["per_writer"] for r in rows if r["case"] == name])
+                  for name, _ in CASES if name.endswith("-2w") and name in medians]
+    if per_writer:
+        lines += ["", "Records each writer wrote, round by round (pg_stat_ism_tables):", ""]
+        lines += [f"- {name}: {', '.join(values)}" for name, values in per_writer]
 
 router = os.path.join(out, "router.txt")
 if os.path.exists(router):

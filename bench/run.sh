@@ -5,16 +5,20 @@
 # Each case runs ROUNDS times in one session on one stack; the report gives
 # medians, spreads and ratios, with plots.
 #
-#   bench/run.sh [quick|long] [OUT_DIR]
+#   bench/run.sh [quick|long|ha] [OUT_DIR]
 #
 #   quick  200,000 records (upstream algorithm: 20,000), router 20,000
 #          messages and a 100,000-row replay; a few minutes on 2 cores
 #   long   1,000,000 records (upstream: 100,000), router 20,000 messages
 #          and a 1,000,000-row replay, then 10,000,000 records into one
 #          table with the writer's memory sampled every second
+#   ha     high availability, 200,000 records, no router: ism-1 and
+#          ism-100 with a streaming standby connected, with ack_after =
+#          replicated, with the standby synchronous, and with two writers
 #
 # Results: OUT_DIR (default bench/reports/<date>-<mode>/): results.md,
-# tables.tsv, router.txt, tables.png, and for the long run rss.tsv, rss.png.
+# tables.tsv, router.txt (not in ha), tables.png, and for the long run
+# rss.tsv, rss.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,16 +28,23 @@ ROUNDS=${ROUNDS:-3}
 case $MODE in
 quick) N=200000 UPSTREAM_N=20000 ROUTER=(20000 100000 "$ROUNDS") ;;
 long) N=1000000 UPSTREAM_N=100000 ROUTER=(20000 1000000 "$ROUNDS") ;;
-*) echo "usage: bench/run.sh [quick|long] [OUT_DIR]" >&2; exit 2 ;;
+ha) N=200000 ;;
+*) echo "usage: bench/run.sh [quick|long|ha] [OUT_DIR]" >&2; exit 2 ;;
 esac
 
 scripts/install-deps.sh --bench
 mkdir -p "$OUT"
 
-echo "== tables ingest: $N records, $ROUNDS rounds"
-bench/tables_bench.sh "$OUT" "$N" "$ROUNDS" "$UPSTREAM_N"
-echo "== router"
-bench/router_bench.sh "${ROUTER[@]}" | tee "$OUT/router.txt"
+if [ "$MODE" = ha ]; then
+	echo "== high availability: $N records, $ROUNDS rounds, a streaming standby"
+	CASES="ism-1 ism-1-replicated ism-1-sync ism-1-2w ism-100 ism-100-replicated ism-100-sync ism-100-2w" \
+		bench/tables_bench.sh "$OUT" "$N" "$ROUNDS"
+else
+	echo "== tables ingest: $N records, $ROUNDS rounds"
+	bench/tables_bench.sh "$OUT" "$N" "$ROUNDS" "$UPSTREAM_N"
+	echo "== router"
+	bench/router_bench.sh "${ROUTER[@]}" | tee "$OUT/router.txt"
+fi
 if [ "$MODE" = long ]; then
 	echo "== the writer's memory over 10,000,000 records"
 	mkdir -p "$OUT/rss"
