@@ -31,7 +31,8 @@
 # program plus its backend; with two writers: CPU of both, memory of the
 # first).
 # Every case checks that each record is in its table exactly once, and
-# for ism_state's cases gives the records each writer wrote.
+# for ism_state's cases gives the records each writer wrote and says when
+# a writer was restarted during the case (it died: see the server's log).
 #
 # The high-availability cases (-replicated, -sync, -2w) run only when
 # CASES names them; with a -replicated or -sync case every case runs with
@@ -194,6 +195,9 @@ run_case() {	# NAME PREFIX TABLES SUBJECT RECORDS
 	nats_b --mod "$tables" js-pub-n "$subject" $((records / PER_MESSAGE)) "$(message "$prefix")"
 	until [ "$(psql_b -c "SELECT bench_count('$prefix')")" -ge "$records" ]; do sleep 0.5; done
 	for p in $pids; do cpu1=$(awk -v a="$cpu1" -v b="$(cpu_seconds "$p" 2>/dev/null || echo 0)" 'BEGIN {print a + b}'); done
+	# a writer that died meanwhile (PostgreSQL restarted it): its CPU is lost
+	local restarted=
+	[ "$prefix" != ism ] || [ "$(echo $(worker_pids writer))" = "$pids" ] || restarted=1
 	local rss; rss=$(stop_sampling "$work/rss.samples")
 	if [ "$prefix" = ism ]; then
 		acked=$(last_ack data_transformers_state_tables state_tables_workers)
@@ -207,8 +211,8 @@ run_case() {	# NAME PREFIX TABLES SUBJECT RECORDS
 	printf '%s\t%s\t%s\t%.3f\t%.3f\t%.0f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\n' "$name" "$round" "$records" \
 		"$(awk -v a="$start" -v b="$last" 'BEGIN {print b - a}')" \
 		"$(awk -v a="$start" -v b="$acked" 'BEGIN {print b - a}')" "$(rate "$records" "$start" "$last")" \
-		"$p50" "$p99" "$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {printf "%.1f", b - a}')" "$rss" \
-		"$([ "$got" = "$records" ] && [ "$uniq" = "$records" ] && echo exact || echo "WRONG:$got/$uniq")" \
+		"$p50" "$p99" "$([ -n "$restarted" ] || awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {printf "%.1f", b - a}')" "$rss" \
+		"$([ "$got" = "$records" ] && [ "$uniq" = "$records" ] && echo exact || echo "WRONG:$got/$uniq")${restarted:+ (writer restarted)}" \
 		"$([ "$prefix" != ism ] || records_per_writer)" | tee -a "$OUT/tables.tsv"
 }
 
