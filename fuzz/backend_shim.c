@@ -22,9 +22,14 @@
 sigjmp_buf *PG_exception_stack = NULL;
 ErrorContextCallback *error_context_stack = NULL;
 
-/* the error being reported (one at a time, as the backend's errordata) */
+/*
+ * the error being reported (one at a time, as the backend's errordata);
+ * room for a message quoting a whole input (fuzz.sh: -max_len=4096), such
+ * as a record key of 4,000 characters: one cut short is not the message
+ * its target expects
+ */
 static int	error_level;
-static char error_message[1024];
+static char error_message[4 * 4096];
 
 bool
 errstart(int elevel, const char *domain)

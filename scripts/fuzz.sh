@@ -53,6 +53,11 @@ for t in $TARGETS; do
 	else
 		status=1
 		echo "== fuzz $t FAILED"; tail -40 "$build/$t.log"
+		# the input, in the log too: a run in a throwaway copy (a chroot's)
+		# takes fuzz/findings/ with it
+		for f in fuzz/findings/"$t"-*; do
+			[ -f "$f" ] && { echo "== $f (base64)"; base64 -w 0 "$f"; echo; }
+		done
 	fi
 done
 exit $status
