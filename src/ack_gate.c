@@ -60,6 +60,13 @@ static bool stalled = false;
 static bool warned = false;
 
 /*
+ * How far the WAL was durable when last asked in this turn of the loop: a
+ * flush acks each of its messages after one commit, and asks once.  Good
+ * for one turn only (a reload, between turns, can ask for more).
+ */
+static XLogRecPtr durable_this_turn = InvalidXLogRecPtr;
+
+/*
  * The postmaster is gone: none of what this worker committed may be
  * confirmed any more (a synchronous commit's wait ends at its death as if
  * it had been confirmed), and a standby is about to take over.  Ack
@@ -118,7 +125,9 @@ ism_settle_after_commit(IsmMessage *m, IsmSettle how)
 	const char *waiting_for;
 
 	exit_if_postmaster_died();
-	if (!m->from_stream || (nheld == 0 && lsn <= ism_durable_horizon(&waiting_for)))
+	if (m->from_stream && nheld == 0 && lsn > durable_this_turn)
+		durable_this_turn = ism_durable_horizon(&waiting_for);
+	if (!m->from_stream || (nheld == 0 && lsn <= durable_this_turn))
 		settle_now(m, how);
 	else
 		hold(m, how, lsn);
@@ -167,6 +176,7 @@ ism_ack_gate_turn(int ack_wait_ms)
 	TimestampTz now = GetCurrentTimestamp();
 	int			kept = 0;
 
+	durable_this_turn = InvalidXLogRecPtr;
 	if (nheld == 0)
 	{
 		show_stall(now, waiting_for);
