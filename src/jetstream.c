@@ -58,6 +58,8 @@ typedef struct BoundSub
 static jsCtx *js = NULL;
 static BoundSub bound_subs[ISM_MAX_BOUND];
 static int	nbound = 0;
+/* ism_nats_stop_delivery was called: bound, but nothing more to fetch */
+static bool delivery_stopped = false;
 static IsmConsumeMode subscription_mode;	/* how they are bound */
 static char bound_stream[256];	/* JetStream: their stream */
 static char inbound_selector[256];	/* the route being consumed, for the counters */
@@ -678,17 +680,63 @@ ism_nats_is_subscribed(void)
 }
 
 /*
- * What a push or core NATS subscription that goes had received: nats.c
- * frees the messages queued in a subscription it destroys, and drops those
- * still on their way to it; the server holds a stream's as delivered, and
- * sends them again only after the consumer's ack wait (60 s on the
- * platform's writer route), a core NATS one never.  So the subscription is
- * drained instead (the server stops sending, and what it sent before is
- * taken), at most connect_timeout long.  Collected with malloc (signals
- * blocked by the caller); *n of them.
+ * The next message a draining pull subscription has queued, waiting at
+ * most wait_ms for the drain to end.  A pull subscription's queue is read
+ * only by a fetch; one for a single message of at most one byte, no_wait,
+ * takes what is queued and asks the server nothing, or, should a status
+ * (a request's end) come first, asks for a message no message fits.
+ */
+static bool
+next_queued_pull_locked(natsSubscription *subscription, int64_t wait_ms, natsMsg **m)
+{
+	int64_t		deadline = nats_Now() + wait_ms;
+
+	for (;;)
+	{
+		int			queued = 0;
+		jsFetchRequest req;
+		natsMsgList list = {0};
+
+		if (natsSubscription_GetPending(subscription, &queued, NULL) != NATS_OK)
+			return false;		/* the drain is over */
+		if (queued == 0)
+		{
+			int64_t		left = deadline - nats_Now();
+
+			if (left <= 0 ||
+				natsSubscription_WaitForDrainCompletion(subscription, Min(left, 5)) == NATS_OK)
+				return false;
+			continue;
+		}
+		jsFetchRequest_Init(&req);
+		req.Batch = 1;
+		req.MaxBytes = 1;
+		req.NoWait = true;
+		if (natsSubscription_FetchRequest(&list, subscription, &req) == NATS_OK && list.Count == 1)
+		{
+			*m = list.Msgs[0];
+			list.Msgs[0] = NULL;
+		}
+		natsMsgList_Destroy(&list);
+		if (*m)
+			return true;
+	}
+}
+
+/*
+ * What a subscription that goes had received: nats.c frees the messages
+ * queued in a subscription it destroys, and drops those still on their way
+ * to it; the server holds a stream's as delivered, and sends them again
+ * only after the consumer's ack wait (60 s on the platform's writer
+ * route), a core NATS one never.  A pull request can outlive its fetch on
+ * a busy server (it expires there by the server's clock), and deliver
+ * after it.  So the subscription is drained instead (the server stops
+ * sending, and what it sent before is taken), at most connect_timeout
+ * long.  Collected with malloc (signals blocked by the caller); *n of
+ * them.
  */
 static natsMsg **
-drain_queued_locked(natsSubscription *subscription, int *n)
+drain_queued_locked(natsSubscription *subscription, bool pull, int *n)
 {
 	int64_t		deadline = nats_Now() + ism_nats_connect_timeout_ms;
 	bool		draining;
@@ -700,10 +748,11 @@ drain_queued_locked(natsSubscription *subscription, int *n)
 	for (;;)
 	{
 		natsMsg    *m = NULL;
-		int64_t		left = deadline - nats_Now();
+		int64_t		left = draining ? Max(deadline - nats_Now(), 0) : 0;
 
-		/* draining: NextMsg returns once the drain is over; else only what is there */
-		if (natsSubscription_NextMsg(&m, subscription, draining && left > 0 ? left : 0) != NATS_OK)
+		/* draining: until the drain is over; else only what is there */
+		if (pull ? !next_queued_pull_locked(subscription, left, &m) :
+			natsSubscription_NextMsg(&m, subscription, left) != NATS_OK)
 			break;
 		if (*n == cap)
 		{
@@ -775,30 +824,67 @@ give_back(natsMsg **got, int n, const char *durable)
 }
 
 /*
- * Stop consuming; the durable consumers stay on the server.  A pull
- * subscription has nothing queued (every fetch returns what its request
- * brought); a push or core NATS one gives back what it had received.
+ * The naks and acks sent so far on their way, before the connection may
+ * go.
  */
+static void
+flush_settles(void)
+{
+	sigset_t	saved;
+
+	ism_block_signals(&saved);
+	natsConnection_FlushTimeout(ism_nats_connection(), ism_nats_connect_timeout_ms);
+	ism_restore_signals(&saved);
+}
+
+/*
+ * Stop the server sending to this worker; the subscriptions stay until
+ * ism_nats_unsubscribe, so that the messages they delivered can still be
+ * settled.  What they had received and not handed out is given back.
+ * Whatever the caller nak's afterwards comes again to the
+ * next subscription or another member of the group, never to this one
+ * (a nak sent while it still listened could come back to it just as it
+ * went, and wait out the ack wait).
+ */
+void
+ism_nats_stop_delivery(void)
+{
+	int			n = 0;
+	int			kept = nleftovers;
+	int			naked = 0;
+
+	if (delivery_stopped || nbound == 0)
+		return;
+	for (int i = 0; i < nbound; i++)
+	{
+		sigset_t	saved;
+		natsMsg   **got;
+		int			got_n;
+
+		ism_block_signals(&saved);
+		got = drain_queued_locked(bound_subs[i].sub, subscription_mode == ISM_CONSUME_PULL, &got_n);
+		ism_restore_signals(&saved);
+		naked += give_back(got, got_n, bound_subs[i].durable);
+		free(got);
+		n += got_n;
+	}
+	delivery_stopped = true;
+	if (naked > 0)
+		flush_settles();
+	if (n > 0)
+		ereport(LOG,
+				(errmsg("ism_state: the subscription to \"%s\" had received %d messages when it ended:"
+						" %d given back to the server, %d kept to be handled next",
+						inbound_selector, n, naked, nleftovers - kept)));
+}
+
+/* Stop consuming; the durable consumers stay on the server. */
 void
 ism_nats_unsubscribe(void)
 {
 	sigset_t	saved;
-	natsMsg   **got = NULL;
-	int			n = 0;
-	int			kept = nleftovers;
-	int			naked;
 
-	ism_block_signals(&saved);
-	/* a push or core NATS subscription is always alone */
-	if (nbound > 0 && subscription_mode != ISM_CONSUME_PULL)
-		got = drain_queued_locked(bound_subs[0].sub, &n);
-	else
-		for (int i = 0; i < ISM_MAX_BOUND; i++)
-			if (bound_subs[i].sub)
-				natsSubscription_Unsubscribe(bound_subs[i].sub);
-	ism_restore_signals(&saved);
-	naked = give_back(got, n, bound_subs[0].durable);
-	free(got);
+	ism_nats_stop_delivery();
 	ism_block_signals(&saved);
 	for (int i = 0; i < ISM_MAX_BOUND; i++)
 		if (bound_subs[i].sub)
@@ -806,16 +892,9 @@ ism_nats_unsubscribe(void)
 			natsSubscription_Destroy(bound_subs[i].sub);
 			bound_subs[i].sub = NULL;
 		}
-	if (naked > 0)
-		/* the naks on their way before the connection may go */
-		natsConnection_FlushTimeout(ism_nats_connection(), ism_nats_connect_timeout_ms);
 	ism_restore_signals(&saved);
 	nbound = 0;
-	if (n > 0)
-		ereport(LOG,
-				(errmsg("ism_state: the subscription to \"%s\" had received %d messages when it ended:"
-						" %d given back to the server, %d kept to be handled next",
-						inbound_selector, n, naked, nleftovers - kept)));
+	delivery_stopped = false;
 }
 
 /*
@@ -1035,7 +1114,7 @@ ism_nats_fetch(IsmMessage *msgs, int max, int timeout_ms, char *errbuf, size_t e
 
 	if (nleftovers > 0)
 		return take_leftovers(msgs, max);
-	if (nbound == 0)
+	if (nbound == 0 || delivery_stopped)
 		return 0;
 	max = Max(max, 1);
 	got = palloc(sizeof(natsMsg *) * max);

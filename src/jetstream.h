@@ -88,6 +88,7 @@ extern bool ism_nats_subscribe(const IsmConsumerSpec *spec, char *bound,
 							   size_t boundlen, char *errbuf, size_t errlen);
 extern bool ism_nats_is_subscribed(void);
 extern bool ism_nats_consumer_exists(char *errbuf, size_t errlen);
+extern void ism_nats_stop_delivery(void);
 extern void ism_nats_unsubscribe(void);
 
 /*

@@ -252,15 +252,19 @@ refresh_route_cache(IsmWorker *w)
 }
 
 /*
- * Unsubscribe, or close the connection.  First the acks held for their
- * commits go (those not durable within a second are nak'ed), then the
- * writer lets go of the messages its batches hold, nak'ed: they belong to
- * the subscription that goes, and come back from the server at once (its
- * flushes recorded what they applied, so nothing is written twice).
+ * Unsubscribe, or close the connection.  First the server stops sending
+ * (what the subscription had received is given back), then the acks held
+ * for their commits go (those not durable within a second are nak'ed),
+ * then the writer lets go of the messages its batches hold, nak'ed: they
+ * belong to the subscription that goes, and come back from the server at
+ * once (its flushes recorded what they applied, so nothing is written
+ * twice).  Nak'ed after the server stopped sending, they cannot come back
+ * to the subscription that goes.
  */
 static void
 drop_nats(IsmWorker *w, bool connection)
 {
+	ism_nats_stop_delivery();
 	ism_ack_gate_let_go(ISM_POLL_MS);
 	if (w->role == ISM_ROLE_WRITER)
 		ism_writer_release_pending();
@@ -1039,6 +1043,7 @@ ism_worker_main(Datum main_arg)
 	/* what is pending is written and acked; what cannot be comes back later */
 	if (w.role == ISM_ROLE_WRITER && w.extension_present)
 		ism_writer_flush(true);
+	ism_nats_stop_delivery();
 	ism_ack_gate_let_go(ISM_EXIT_ACK_WAIT_MS);
 	ism_nats_shutdown();
 	ereport(LOG, (errmsg("%s stopped", MyBgworkerEntry->bgw_name)));

@@ -94,6 +94,23 @@ sub to_router
 	}
 }
 
+# on a failure, what would tell where messages went: the numbers of tag
+# $tag missing from the table (of 1 .. $n), and both consumers' state
+sub explain_missing
+{
+	my ($tag, $n) = @_;
+	my $missing = $node->safe_psql('postgres', qq{
+		SELECT string_agg(g::text, ' ') FROM generate_series(1, $n) g
+		 WHERE NOT EXISTS (SELECT FROM "${tables}_resub" WHERE tag = '$tag' AND n::int = g)});
+	diag("$tag: missing $missing");
+	for my $c (['processor_state_router', 'processor_state_router_sub_1'],
+		['data_transformers_state_tables', 'state_tables_workers'])
+	{
+		my (undef, $info) = nats_client($url, 'consumer-info', @$c);
+		diag("consumer $c->[1]: " . join(' ', split /\n/, $info // ''));
+	}
+}
+
 sub resubscribes
 {
 	my ($who) = @_;
@@ -134,7 +151,8 @@ $node->safe_psql('postgres',
 $took = seconds_until_rows("${tables}_resub", 'batch', 10, 15);
 ok(defined $took, 'a pending batch: written within 15 s of a resubscribe (window 5 s, ack wait 60 s)'
 	  . (defined $took ? sprintf(' (%.1f s)', $took) : ''));
-is(count_rows("${tables}_resub", "tag = 'batch'"), 10, 'a pending batch: each written once');
+is(count_rows("${tables}_resub", "tag = 'batch'"), 10, 'a pending batch: each written once')
+  or explain_missing('batch', 10);
 set_properties($node, $tables, { tableName => 'resub', batchSize => 1, includeTimestamp => JSON::PP::false });
 
 # --- the router on its pull consumer, and on a core NATS subject ------------------
@@ -156,7 +174,8 @@ sub router_case
 	ok(defined $took, "router, $tag: all 30 messages forwarded and written within 15 s of a resubscribe"
 		  . (defined $took ? sprintf(' (%.1f s)', $took) : ''));
 	cmp_ok(resubscribes('router'), '>', $before, "router, $tag: it did subscribe again");
-	is(count_rows("${tables}_resub", "tag = '$tag'"), 30, "router, $tag: each written once");
+	is(count_rows("${tables}_resub", "tag = '$tag'"), 30, "router, $tag: each written once")
+	  or explain_missing($tag, 30);
 }
 router_case('pull', 'js-pub', 'ack_wait = 61');
 
