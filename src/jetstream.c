@@ -38,8 +38,12 @@
 #include "stats.h"
 
 #define ISM_MAX_ENSURED_STREAMS	64
-/* publishes awaiting their PubAck before js_PublishAsync stalls */
-#define ISM_MAX_PUBLISH_PENDING	256
+/*
+ * publishes awaiting their PubAck before js_PublishAsync stalls: the
+ * router publishes two per message (status and forward), up to 256
+ * messages a fetch
+ */
+#define ISM_MAX_PUBLISH_PENDING	512
 #define ISM_PUBLISH_STALL_MS	5000
 /* the server's duplicate window for a stream made without one */
 #define ISM_DEFAULT_DUPLICATE_WINDOW_NS	(INT64CONST(120) * 1000000000)

@@ -66,7 +66,7 @@
 
 #define MONITOR_SELECTOR	"processor/monitor"
 /* messages fetched, handled and acknowledged together */
-#define MAX_FETCH			64
+#define MAX_FETCH			256
 
 typedef enum Outcome
 {
@@ -1116,7 +1116,7 @@ give_up_unpublished(IsmMessage *m, const char *error)
 int
 ism_router_consume(int max_messages, int timeout_ms)
 {
-	IsmMessage	msgs[MAX_FETCH];
+	static IsmMessage msgs[MAX_FETCH];	/* 80 kB: not on the stack */
 	bool		done[MAX_FETCH];
 	bool		any_done = false;
 	char		err[512];
