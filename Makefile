@@ -39,7 +39,7 @@ REGRESS_OPTS = --inputdir=test/regress \
 TAP_TESTS    = 1
 PROVE_TESTS  = test/t/*.pl
 
-EXTRA_CLEAN  = test/ism-nats tmp_check_regress bench/route_bench bench/external-consumer
+EXTRA_CLEAN  = test/ism-nats tmp_check_regress bench/route_bench bench/json_bench bench/external-consumer
 
 PG_CONFIG   ?= pg_config
 PGXS        := $(shell $(PG_CONFIG) --pgxs)
@@ -63,6 +63,13 @@ installcheck: test/ism-nats
 bench/route_bench: bench/route_bench.c src/route_index.c src/route_index.h
 	$(CC) -O2 -Wall -Wextra -Werror -o $@ bench/route_bench.c src/route_index.c
 
+# The JSON parser on the tables benchmark's message (not a test); palloc
+# from the fuzz targets' shim, StringInfo from PostgreSQL's frontend library.
+bench/json_bench: bench/json_bench.c src/json.c src/json_number.c src/json.h fuzz/backend_shim.c
+	$(CC) -O2 -Wall -Wextra -Werror -Wno-unused-parameter -I$(shell $(PG_CONFIG) --includedir-server) -Isrc \
+		-o $@ bench/json_bench.c src/json.c src/json_number.c fuzz/backend_shim.c \
+		$(shell $(PG_CONFIG) --pkglibdir)/libpgcommon.a $(shell $(PG_CONFIG) --pkglibdir)/libpgport.a -lm
+
 # The external consumers the tables benchmark compares ism_state with.
 bench/external-consumer: bench/external_consumer.c
 	$(CC) -O2 -Wall -Wextra -Werror -I$(shell pg_config --includedir) -o $@ $< -lnats -lpq -lcjson -lm
@@ -70,4 +77,7 @@ bench/external-consumer: bench/external_consumer.c
 bench-routes: bench/route_bench
 	bench/route_bench
 
-.PHONY: bench-routes
+bench-json: bench/json_bench
+	bench/json_bench
+
+.PHONY: bench-routes bench-json

@@ -36,8 +36,14 @@
 #include "json.h"
 #include "json_number.h"
 
-/* objects with more members than this find repeated names by sorting */
-#define SMALL_OBJECT		8
+/*
+ * objects with more members than this find repeated names by sorting; a
+ * smaller one compares each name with those before it (at most 120 times,
+ * most ending at the length): for the tables benchmark's records of 10
+ * keys a quarter less parse time than sorting (bench/json_bench: 6,825
+ * against 8,966 ns a message, medians of 5 pairs)
+ */
+#define SMALL_OBJECT		16
 
 /* a member left out: its name comes again later in the object */
 #define GONE				0x100
