@@ -212,7 +212,7 @@ run_in_chroot() {
 	# against its own PostgreSQL)
 	(cd "$REPO" && tar --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
 		--exclude=./test/ism-nats --exclude=./tmp_check --exclude=./tmp_check_regress \
-		--exclude=./results --exclude=./log --exclude=./bench/route_bench \
+		--exclude=./results --exclude=./log --exclude=./bench/route_bench --exclude=./bench/json_bench \
 		--exclude=./bench/external-consumer --exclude=./fuzz/findings -cf - .) |
 		tar -C "$src" -xf -
 	chmod 755 "$src"
