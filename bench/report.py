@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The benchmark's report: medians, spreads and ratios from tables.tsv and
-router.txt, the machine it ran on, and gnuplot plots.
+"""The benchmark's report: medians, spreads and ratios from tables.tsv,
+latency.tsv and router.txt, the machine it ran on, and gnuplot plots.
 
     bench/report.py OUT_DIR MODE
 """
@@ -16,6 +16,8 @@ out, mode = sys.argv[1], sys.argv[2]
 CASES = [
     ("ism-1", "ism_state, 1 table"),
     ("ism-100", "ism_state, 100 tables"),
+    ("ism-1-drain", "ism_state, 1 table, drain (all records waiting)"),
+    ("ism-100-drain", "ism_state, 100 tables, drain (all records waiting)"),
     ("ism-1-claims", "ism_state, 1 table, claims (scale-out)"),
     ("ism-1-replicated", "ism_state, 1 table, ack_after = replicated"),
     ("ism-1-sync", "ism_state, 1 table, synchronous standby"),
@@ -63,6 +65,13 @@ def acked_rate(row):
     return int(row["records"]) / float(row["acked_s"])
 
 
+def cpu_per_record(row):
+    """CPU microseconds per record (for COPY: its backend's per row)."""
+    if row.get("cpu_s") in (None, ""):
+        return ""
+    return float(row["cpu_s"]) * 1e6 / int(row["records"])
+
+
 def summary(rows, name, field):
     values = [float(r[field]) for r in rows
               if r["case"] == name and r.get(field) not in (None, "")]
@@ -74,6 +83,7 @@ def summary(rows, name, field):
 rows = load_rows(os.path.join(out, "tables.tsv"))
 for r in rows:
     r["acked_per_s"] = acked_rate(r)
+    r["cpu_us"] = cpu_per_record(r)
 lines = [f"# ism_state benchmark ({mode})", "",
          f"Machine: {machine()}.", "",
          "Run with `bench/run.sh " + mode + "`; every case "
@@ -81,16 +91,21 @@ lines = [f"# ism_state benchmark ({mode})", "",
          "Records/s from the first publish to the last commit; latency from "
          "publish to commit per record; CPU and peak private memory (RssAnon) "
          "of the consumer (external ones: the program plus its backend; two "
-         "writers: CPU of both, memory of the first). Records/s to the last "
+         "writers: CPU of both, memory of the first; COPY: its backend's CPU). "
+         "Records/s to the last "
          "ack: from the first publish to the consumer's last ack (JetStream's "
          "ack floor).", ""]
+if any(r["case"].endswith("-drain") for r in rows):
+    lines[-2] += (" Drain cases: every record waits in JetStream before the writer "
+                  "consumes (its route removed meanwhile); records/s from loading the "
+                  "route again to the last commit (no latency: it would be the wait).")
 if mode == "ha":
     lines += ["Every case with a streaming standby of the cluster on the same machine "
               "(pg_basebackup -R, a replication slot), asynchronous and "
               "ism_state.ack_after = commit unless the case says otherwise.", ""]
 lines += ["| case | records | records/s median | spread | records/s to last ack | "
-          "p50 ms | p99 ms | CPU s | peak RSS MB | rows |",
-          "|---|---:|---:|---|---:|---:|---:|---:|---:|---|"]
+          "p50 ms | p99 ms | CPU s | CPU µs/record | peak RSS MB | rows |",
+          "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
 medians = {}
 for name, label in CASES:
     s = summary(rows, name, "records_per_s")
@@ -105,7 +120,8 @@ for name, label in CASES:
     checks = sorted({r["check"] for r in case_rows})
     lines.append(f"| {label} | {case_rows[0]['records']} | {s[0]:,.0f} | {s[1]:,.0f} .. {s[2]:,.0f} | "
                  f"{med('acked_per_s', '{:,.0f}')} | "
-                 f"{med('p50_ms')} | {med('p99_ms')} | {med('cpu_s')} | {med('peak_rss_mb')} | "
+                 f"{med('p50_ms')} | {med('p99_ms')} | {med('cpu_s', '{:.2f}')} | {med('cpu_us', '{:.2f}')} | "
+                 f"{med('peak_rss_mb')} | "
                  f"{', '.join(checks)} |")
 
 restarted = [f"{r['case']} round {r['round']}" for r in rows if "restarted" in r["check"]]
@@ -115,13 +131,22 @@ if restarted:
               "medians (their messages came back after ack_wait)."]
 
 targets = [(a, b, target) for a, b, target in
-           [("ism-1", "copy", "≥ 0.5"), ("ism-1", "up-1", "≥ 10"),
+           [("ism-1", "copy", "≥ 0.5"), ("ism-1-drain", "copy", "≥ 0.30, #18"),
+            ("ism-100-drain", "copy", "drain into 100 tables"), ("ism-1", "up-1", "≥ 10"),
             ("ism-100", "up-100", "≥ 10"), ("ism-1", "tuned-1", "≥ 2"),
             ("ism-100", "tuned-100", "≥ 2"), ("ism-1-claims", "ism-1", "cost of claims")]
            if a in medians and b in medians]
 if targets:
     lines += ["", "Ratios of medians (targets in parentheses):", ""]
     lines += [f"- {a} / {b}: **{medians[a] / medians[b]:.2f}** ({target})" for a, b, target in targets]
+
+copy_cpu = summary(rows, "copy", "cpu_us")
+if copy_cpu is not None:
+    lines += ["", f"CPU per record (medians; COPY's backend: **{copy_cpu[0]:.2f} µs** per row):", ""]
+    for name, _ in CASES:
+        m = summary(rows, name, "cpu_us")
+        if m is not None and name != "copy":
+            lines.append(f"- {name}: {m[0]:.2f} µs/record, **{m[0] / copy_cpu[0]:.1f}×** COPY's")
 
 ha = [(a, b) for a, b in [("ism-1-replicated", "ism-1"), ("ism-1-sync", "ism-1"),
                           ("ism-100-replicated", "ism-100"), ("ism-100-sync", "ism-100"),
@@ -142,6 +167,51 @@ if ha:
     if per_writer:
         lines += ["", "Records each writer wrote, round by round (pg_stat_ism_tables):", ""]
         lines += [f"- {name}: {', '.join(values)}" for name, values in per_writer]
+
+latency = os.path.join(out, "latency.tsv")
+if os.path.exists(latency):
+    steady = load_rows(latency)
+    points = sorted({(int(r["batch_window_ttl"]), int(r["load_pct"])) for r in steady})
+
+    def steady_median(ttl, load, field):
+        return statistics.median(float(r[field]) for r in steady
+                                 if (int(r["batch_window_ttl"]), int(r["load_pct"])) == (ttl, load))
+    lines += ["", "## Latency at a steady offered load", "",
+              "ism-1 with records published at a steady rate, a share of ism-1's median "
+              "records/s above (the burst); latency per record from its publication to its "
+              "commit (track_commit_timestamp), medians over the rounds; processors' batchSize "
+              f"{', '.join(sorted({r['batch_size'] for r in steady}))} (null: no size trigger, "
+              "bench/README.md).", "",
+              "| batchWindowTTL s | load | offered records/s | published records/s | records | "
+              "p50 ms | p99 ms | p99.9 ms | CPU µs/record | rows |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    with open(os.path.join(out, "latency.dat"), "w") as f:
+        for ttl in sorted({t for t, _ in points}):
+            for t, load in points:
+                if t == ttl:
+                    f.write(f"{load} " + " ".join(f"{steady_median(t, load, p):.1f}"
+                                                  for p in ("p50_ms", "p99_ms", "p999_ms")) + "\n")
+            f.write("\n\n")
+    for ttl, load in points:
+        case_rows = [r for r in steady if (int(r["batch_window_ttl"]), int(r["load_pct"])) == (ttl, load)]
+        cpu = [float(r["cpu_s"]) * 1e6 / int(r["records"]) for r in case_rows if r["cpu_s"]]
+        lines.append(f"| {ttl} | {load}% | {steady_median(ttl, load, 'offered_per_s'):,.0f} | "
+                     f"{steady_median(ttl, load, 'published_per_s'):,.0f} | {case_rows[0]['records']} | "
+                     f"{steady_median(ttl, load, 'p50_ms'):.1f} | {steady_median(ttl, load, 'p99_ms'):.1f} | "
+                     f"{steady_median(ttl, load, 'p999_ms'):.1f} | "
+                     f"{statistics.median(cpu) if cpu else float('nan'):.2f} | "
+                     f"{', '.join(sorted({r['check'] for r in case_rows}))} |")
+    ttls = sorted({t for t, _ in points})
+    # a colour per window, a dash pattern per percentile
+    plots = [f"'{out}/latency.dat' index {i} using 1:{col} with linespoints lc {i + 1} dt {col - 1} "
+             f"pt {col + 4} title '{name}, batchWindowTTL {ttl} s'"
+             for i, ttl in enumerate(ttls) for col, name in ((2, "p50"), (3, "p99"), (4, "p99.9"))]
+    subprocess.run(["gnuplot", "-e", f"""
+        set terminal png size 900,450 noenhanced; set output '{out}/latency.png';
+        set title 'ism-1: publish to commit at a steady offered load (median of rounds)';
+        set xlabel 'offered load, % of the burst rate'; set ylabel 'ms (log scale)';
+        set logscale y; set grid; set key outside right; set xrange [0:100]; set xtics 25;
+        plot {', '.join(plots)}"""], check=True)
 
 router = os.path.join(out, "router.txt")
 if os.path.exists(router):
@@ -182,6 +252,8 @@ subprocess.run(["gnuplot", "-e", f"""
     plot '{out}/tables.dat' using 0:2:xtic(1) with boxes notitle,
          '' using 0:2:(sprintf('%.0f', $2)) with labels offset 0,1 notitle"""], check=True)
 lines += ["", "![records per second](tables.png)"]
+if os.path.exists(latency):
+    lines += ["", "![latency at a steady load](latency.png)"]
 if os.path.exists(rss):
     lines += ["", "![writer memory](rss.png)"]
 

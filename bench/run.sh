@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark, one command: tables ingest (ism_state into 1 and 100
-# tables, COPY, the upstream algorithm, a tuned external consumer), the
-# router, and in the long run the writer's memory over 10,000,000 records.
+# tables, in a burst and draining what waits in JetStream, COPY, the
+# upstream algorithm, a tuned external consumer), ism_state's latency at
+# steady offered loads, the router, and in the long run the writer's
+# memory over 10,000,000 records.
 # Each case runs ROUNDS times in one session on one stack; the report gives
 # medians, spreads and ratios, with plots.
 #
@@ -17,8 +19,8 @@
 #          replicated, with the standby synchronous, and with two writers
 #
 # Results: OUT_DIR (default bench/reports/<date>-<mode>/): results.md,
-# tables.tsv, router.txt (not in ha), tables.png, and for the long run
-# rss.tsv, rss.png.
+# tables.tsv, latency.tsv and latency.png (not in ha), router.txt (not in
+# ha), tables.png, and for the long run rss.tsv, rss.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -6,6 +6,17 @@
 #   ism-100    ism_state's writer, records spread over 100 tables
 #   copy       COPY of the same rows from a file into the same table shape
 #              (PostgreSQL's own limit for these rows)
+#   ism-1-drain, ism-100-drain  ism-1 and ism-100 with every record
+#              already waiting in JetStream when the writer starts
+#              consuming (its route removed while they are published, then
+#              loaded again): records/s from letting it go to the last commit
+#   ism-1-steady  ism-1 at a steady offered load, a share (LATENCY_LOADS,
+#              default "25 50 75" %) of ism-1's median rate measured in
+#              the same run (or LATENCY_MAX_RATE records/s), for each
+#              batchWindowTTL in LATENCY_TTLS (default "0 1"), batchSize
+#              LATENCY_BATCH_SIZE (default null: the window alone decides);
+#              each for LATENCY_SECONDS (10) or LATENCY_N records (N),
+#              whichever is fewer records; after all rounds of the others
 #   ism-1-claims  ism-1 with the writer claiming each message in a
 #              key-value bucket (ism_state.claims_bucket), as when several
 #              PostgreSQL instances share the consumer
@@ -29,7 +40,7 @@
 # last_active); latency is publish to commit per record; CPU and peak
 # private memory (RssAnon) are the consumer's (for the external ones: the
 # program plus its backend; with two writers: CPU of both, memory of the
-# first).
+# first; for COPY its backend's).
 # Every case checks that each record is in its table exactly once, and
 # for ism_state's cases gives the records each writer wrote and says when
 # a writer was restarted during the case (it died: see the server's log).
@@ -45,7 +56,9 @@
 #   bench/tables_bench.sh --rss OUT_DIR [N=10000000]    ism-1 alone, one
 #              round, the writer's memory sampled every second (rss.tsv)
 #
-# Writes OUT_DIR/tables.tsv (one line per case and round).  Not a test: it
+# Writes OUT_DIR/tables.tsv (one line per case and round) and, with
+# ism-1-steady, OUT_DIR/latency.tsv (one line per load, window and round;
+# latency p50 / p99 / p99.9, publish to commit).  Not a test: it
 # asserts nothing beyond the exact row counts it reports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,7 +74,12 @@ mkdir -p "$OUT"
 
 . bench/lib.sh
 # CASES="ism-1 copy" runs only those
-CASES=${CASES:-ism-1 copy ism-100 ism-1-claims tuned-1 tuned-100 up-1 up-100}
+CASES=${CASES:-ism-1 copy ism-100 ism-1-drain ism-100-drain ism-1-claims tuned-1 tuned-100 up-1 up-100 ism-1-steady}
+LATENCY_LOADS=${LATENCY_LOADS:-25 50 75}
+LATENCY_TTLS=${LATENCY_TTLS:-0 1}
+LATENCY_BATCH_SIZE=${LATENCY_BATCH_SIZE:-null}
+LATENCY_SECONDS=${LATENCY_SECONDS:-10}
+LATENCY_N=${LATENCY_N:-$N}
 selected() { [[ " $CASES " == *" $1 "* ]]; }
 needs_standby() { [[ " $CASES " == *-replicated\ * || " $CASES " == *-sync\ * ]]; }
 selected up-1 || selected up-100 || selected tuned-1 || selected tuned-100 &&
@@ -103,21 +121,29 @@ DECLARE t regclass;
 BEGIN
   FOR t IN SELECT * FROM bench_tables(prefix) LOOP EXECUTE format('DROP TABLE %s', t); END LOOP;
 END $$;
--- rows, distinct records, last commit (Unix s), latency p50 / p99 (ms)
+-- rows, distinct records, last commit (Unix s), latency p50 / p99 / p99.9
+-- (ms), first and last publication (Unix s)
 CREATE FUNCTION bench_result(prefix text, OUT n bigint, OUT uniq bigint, OUT last_commit float8,
-                             OUT p50 float8, OUT p99 float8) LANGUAGE plpgsql AS $$
+                             OUT p50 float8, OUT p99 float8, OUT p999 float8,
+                             OUT first_pub float8, OUT last_pub float8) LANGUAGE plpgsql AS $$
 DECLARE q text;
 BEGIN
   SELECT string_agg(format('SELECT id, j, t, xmin FROM %s', t), ' UNION ALL ')
     INTO q FROM bench_tables(prefix) t;
   EXECUTE format('WITH r AS (SELECT id::bigint, j::int, t::bigint,
-                    extract(epoch FROM pg_xact_commit_timestamp(xmin)) AS c FROM (%s) x)
-                  SELECT count(*), count(DISTINCT (id, j)), max(c),
-                         percentile_cont(0.5) WITHIN GROUP (ORDER BY c * 1000 - t / 1000.0),
-                         percentile_cont(0.99) WITHIN GROUP (ORDER BY c * 1000 - t / 1000.0)
-                    FROM r', q)
-    INTO n, uniq, last_commit, p50, p99;
+                    extract(epoch FROM pg_xact_commit_timestamp(xmin)) AS c FROM (%s) x),
+                  s AS (SELECT count(*) AS n, count(DISTINCT (id, j)) AS uniq, max(c) AS c,
+                               percentile_cont(ARRAY[0.5, 0.99, 0.999])
+                                 WITHIN GROUP (ORDER BY c * 1000 - t / 1000.0) AS p,
+                               min(t) / 1e6 AS first_pub, max(t) / 1e6 AS last_pub FROM r)
+                  SELECT n, uniq, c, p[1], p[2], p[3], first_pub, last_pub FROM s', q)
+    INTO n, uniq, last_commit, p50, p99, p999, first_pub, last_pub;
 END $$;
+-- this backend's CPU so far (s), as cpu_seconds in bench/lib.sh: fields 14
+-- and 15 of /proc/self/stat (counted after the command's name), 100 a second
+CREATE FUNCTION bench_cpu() RETURNS float8 LANGUAGE sql AS $$
+  SELECT (f[12]::bigint + f[13]::bigint) / 100.0
+    FROM (SELECT string_to_array(regexp_replace(pg_read_file('/proc/self/stat'), '^.*\) ', ''), ' ')) s(f) $$;
 CREATE FUNCTION bench_count(prefix text) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE t regclass; total bigint := 0; c bigint;
 BEGIN
@@ -168,11 +194,41 @@ backend_of() {	# the client backend that is not psql (an external consumer's)
 	           AND application_name <> 'psql' AND pid <> pg_backend_pid() LIMIT 1"
 }
 
-# one round of a consumer case: publish, wait for every row, record the figures
-run_case() {	# NAME PREFIX TABLES SUBJECT RECORDS
-	local name=$1 prefix=$2 tables=$3 subject=$4 records=$5
-	selected "$name" || return 0
-	local pids start got result acked ext=
+# The writer's route, removed and loaded again: without it the writer
+# unsubscribes (its durable consumer stays on the server and keeps what
+# arrives meanwhile); loaded again, it binds to that consumer as it is.
+WRITER_SELECTOR=data/transformers/mixer/state-tables-1.0
+stopped_lines() {
+	grep -c "stopped consuming route \"$WRITER_SELECTOR\" (route removed)" "$work/pg.log" || true
+}
+writer_stops() {
+	local before; before=$(stopped_lines)
+	psql_b -c "SELECT ism_state.remove_route('$WRITER_SELECTOR')" >/dev/null
+	until [ "$(stopped_lines)" -gt "$before" ]; do sleep 0.1; done
+}
+writer_goes() { psql_b -c "SELECT ism_state.load_routes_file('$work/routing.yaml')" >/dev/null; }
+
+# Every record of a drain case into JetStream while the writer does not
+# consume, checked on its consumer: all waiting, none delivered.
+queue_for_writer() {	# TABLES SUBJECT RECORDS
+	local messages=$(($3 / PER_MESSAGE)) info
+	writer_stops
+	nats_b --mod "$1" js-pub-n "$2" "$messages" "$(message ism)"
+	info=$(nats_b consumer-info data_transformers_state_tables state_tables_workers)
+	if ! grep -qx "num_pending=$messages" <<< "$info" || ! grep -qx 'num_ack_pending=0' <<< "$info"; then
+		echo "drain: not all $messages messages were waiting for the writer: $(tr '\n' ' ' <<< "$info")" >&2
+		exit 1
+	fi
+}
+
+# One round of a consumer case: publish, wait for every row; sets start,
+# last (commit), acked, p50, p99, p999 (ms), first_pub, last_pub, cpu,
+# rss, check and restarted.  DRAIN=1: every record waits in JetStream
+# first and the clock starts when the writer is let go; RATE=R: published
+# at R messages a second.
+consume() {	# PREFIX TABLES SUBJECT RECORDS
+	local prefix=$1 tables=$2 subject=$3 records=$4
+	local pids got uniq result ext=
 	psql_b -c "SELECT bench_drop('$prefix')" >/dev/null
 	psql_b -c 'TRUNCATE ism_state.applied; CHECKPOINT' >/dev/null
 	if [ "$prefix" = ism ]; then
@@ -188,17 +244,23 @@ run_case() {	# NAME PREFIX TABLES SUBJECT RECORDS
 		until [ -n "$(backend_of)" ]; do sleep 0.1; done
 		pids="$ext $(backend_of)"
 	fi
+	[ -z "${DRAIN:-}" ] || queue_for_writer "$tables" "$subject" "$records"
 	local cpu0=0 cpu1=0 p
 	for p in $pids; do cpu0=$(awk -v a="$cpu0" -v b="$(cpu_seconds "$p")" 'BEGIN {print a + b}'); done
 	start_sampling "${pids%% *}" "$work/rss.samples" "${SAMPLE_INTERVAL:-0.05}"
 	start=$(now)
-	nats_b --mod "$tables" js-pub-n "$subject" $((records / PER_MESSAGE)) "$(message "$prefix")"
+	if [ -n "${DRAIN:-}" ]; then
+		writer_goes
+	else
+		nats_b --mod "$tables" ${RATE:+--rate "$RATE"} js-pub-n "$subject" $((records / PER_MESSAGE)) "$(message "$prefix")"
+	fi
 	until [ "$(psql_b -c "SELECT bench_count('$prefix')")" -ge "$records" ]; do sleep 0.5; done
 	for p in $pids; do cpu1=$(awk -v a="$cpu1" -v b="$(cpu_seconds "$p" 2>/dev/null || echo 0)" 'BEGIN {print a + b}'); done
 	# a writer that died meanwhile (PostgreSQL restarted it): its CPU is lost
-	local restarted=
+	restarted=
 	[ "$prefix" != ism ] || [ "$(echo $(worker_pids writer))" = "$pids" ] || restarted=1
-	local rss; rss=$(stop_sampling "$work/rss.samples")
+	cpu=$([ -n "$restarted" ] || awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {printf "%.2f", b - a}')
+	rss=$(stop_sampling "$work/rss.samples")
 	if [ "$prefix" = ism ]; then
 		acked=$(last_ack data_transformers_state_tables state_tables_workers)
 	else
@@ -207,27 +269,76 @@ run_case() {	# NAME PREFIX TABLES SUBJECT RECORDS
 	[ -z "$ext" ] || { kill "$ext" 2>/dev/null || true; wait "$ext" 2>/dev/null || true; }
 	[ -z "${RSS_OUT:-}" ] || cp "$work/rss.samples" "$RSS_OUT"
 	result=$(psql_b -F ' ' -c "SELECT * FROM bench_result('$prefix')")
-	read -r got uniq last p50 p99 <<< "$result"
-	printf '%s\t%s\t%s\t%.3f\t%.3f\t%.0f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\n' "$name" "$round" "$records" \
-		"$(awk -v a="$start" -v b="$last" 'BEGIN {print b - a}')" \
-		"$(awk -v a="$start" -v b="$acked" 'BEGIN {print b - a}')" "$(rate "$records" "$start" "$last")" \
-		"$p50" "$p99" "$([ -n "$restarted" ] || awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {printf "%.1f", b - a}')" "$rss" \
-		"$([ "$got" = "$records" ] && [ "$uniq" = "$records" ] && echo exact || echo "WRONG:$got/$uniq")${restarted:+ (writer restarted)}" \
-		"$([ "$prefix" != ism ] || records_per_writer)" | tee -a "$OUT/tables.tsv"
+	read -r got uniq last p50 p99 p999 first_pub last_pub <<< "$result"
+	check="$([ "$got" = "$records" ] && [ "$uniq" = "$records" ] && echo exact || echo "WRONG:$got/$uniq")${restarted:+ (writer restarted)}"
 }
 
-# COPY of the rows ism-1 wrote, from a file, into a table of the same shape
+seconds() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b - a}'; }
+
+# one round of a case into tables.tsv
+run_case() {	# NAME PREFIX TABLES SUBJECT RECORDS
+	local name=$1 prefix=$2 records=$5 latency
+	selected "$name" || return 0
+	consume "$prefix" "$3" "$4" "$records"
+	# behind a drain, publish to commit is the wait, not the writer's latency
+	latency=$([ -n "${DRAIN:-}" ] || printf '%.1f\t%.1f' "$p50" "$p99")
+	[ -n "$latency" ] || latency=$'\t'
+	printf '%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$records" \
+		"$(seconds "$start" "$last")" "$(seconds "$start" "$acked")" "$(rate "$records" "$start" "$last")" \
+		"$latency" "$cpu" "$rss" "$check" "$([ "$prefix" != ism ] || records_per_writer)" | tee -a "$OUT/tables.tsv"
+}
+
+# COPY of the rows ism-1 wrote, from a file, into a table of the same shape;
+# CPU: its backend's
 run_copy() {
-	local start end
+	local start end cpu
 	selected copy || return 0
 	psql_b -c "DROP TABLE IF EXISTS copy_target; CREATE TABLE copy_target (LIKE \"ism-p-0_t\"); CHECKPOINT" >/dev/null
 	start=$(now)
-	psql_b -c "COPY copy_target FROM '$work/rows.csv'" >/dev/null
+	cpu=$(psql_b -c 'SELECT bench_cpu()' -c "COPY copy_target FROM '$work/rows.csv'" -c 'SELECT bench_cpu()')
 	end=$(now)
 	got=$(psql_b -c 'SELECT count(*) FROM copy_target')
-	printf '%s\t%s\t%s\t%.3f\t\t%.0f\t\t\t\t\t%s\t\n' copy "$round" "$N" \
-		"$(awk -v a="$start" -v b="$end" 'BEGIN {print b - a}')" "$(rate "$N" "$start" "$end")" \
+	printf '%s\t%s\t%s\t%.3f\t\t%.0f\t\t\t%s\t\t%s\t\n' copy "$round" "$N" \
+		"$(seconds "$start" "$end")" "$(rate "$N" "$start" "$end")" \
+		"$(awk '{a[NR] = $1} END {printf "%.2f", a[2] - a[1]}' <<< "$cpu")" \
 		"$([ "$got" = "$N" ] && echo exact || echo "WRONG:$got")" | tee -a "$OUT/tables.tsv"
+}
+
+# the ism processors' batching (the writer reads a change within 2 s)
+batching() {	# BATCH_WINDOW_TTL BATCH_SIZE (JSON: a number or null)
+	psql_b -c "UPDATE processor SET properties = properties ||
+	             '{\"batchWindowTTL\": $1, \"batchSize\": $2}' WHERE id LIKE 'ism-p-%'"
+	sleep 2.5
+}
+
+# one round of ism-1 at a steady offered load into latency.tsv
+run_steady() {	# BATCH_WINDOW_TTL LOAD_PERCENT MAX_RECORDS_PER_S
+	local offered records
+	offered=$(awk -v m="$3" -v l="$2" 'BEGIN {printf "%.0f", m * l / 100}')
+	records=$(awk -v r="$offered" -v s="$LATENCY_SECONDS" -v n="$LATENCY_N" -v k="$PER_MESSAGE" \
+		'BEGIN {x = r * s; if (x > n) x = n; printf "%d", int(x / k) * k}')
+	RATE=$(awk -v r="$offered" -v k="$PER_MESSAGE" 'BEGIN {print r / k}') \
+		consume ism 1 data.transformers.state-tables "$records"
+	printf 'ism-1-steady\t%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%.1f\t%.1f\t%.1f\t%s\t%s\n' \
+		"$round" "$1" "$LATENCY_BATCH_SIZE" "$2" \
+		"$offered" "$(awk -v n="$records" -v a="$first_pub" -v b="$last_pub" 'BEGIN {print (b > a ? n / (b - a) : 0)}')" \
+		"$records" "$(seconds "$start" "$last")" "$p50" "$p99" "$p999" "$cpu" "$check" | tee -a "$OUT/latency.tsv"
+}
+
+# ism-1 at steady shares of its maximum, the burst case's median in this run
+steady_cases() {
+	selected ism-1-steady || return 0
+	local max ttl load
+	max=${LATENCY_MAX_RATE:-$(awk -F'\t' '$1 == "ism-1" {print $6}' "$OUT/tables.tsv" | median)}
+	[ -n "$max" ] || { echo "ism-1-steady: run ism-1 too, or set LATENCY_MAX_RATE" >&2; exit 2; }
+	printf 'case\tround\tbatch_window_ttl\tbatch_size\tload_pct\toffered_per_s\tpublished_per_s\trecords\tseconds\tp50_ms\tp99_ms\tp999_ms\tcpu_s\tcheck\n' > "$OUT/latency.tsv"
+	for round in $(seq "$ROUNDS"); do
+		for ttl in $LATENCY_TTLS; do
+			batching "$ttl" "$LATENCY_BATCH_SIZE"
+			for load in $LATENCY_LOADS; do run_steady "$ttl" "$load" "$max"; done
+		done
+	done
+	batching 5 10
 }
 
 # a setting that needs a restart (claims_bucket, writer_workers)
@@ -284,6 +395,8 @@ for round in $(seq "$ROUNDS"); do
 	! selected copy || [ -f "$work/rows.csv" ] || psql_b -c "COPY \"ism-p-0_t\" TO '$work/rows.csv'" >/dev/null
 	run_copy
 	run_case ism-100 ism 100 data.transformers.state-tables "$N"
+	DRAIN=1 run_case ism-1-drain ism 1 data.transformers.state-tables "$N"
+	DRAIN=1 run_case ism-100-drain ism 100 data.transformers.state-tables "$N"
 	ha_cases replicated
 	ha_cases sync
 	if selected ism-1-2w || selected ism-100-2w; then
@@ -302,3 +415,4 @@ for round in $(seq "$ROUNDS"); do
 	run_case up-1 up 1 bench.up "$UPSTREAM_N"
 	run_case up-100 up 100 bench.up "$UPSTREAM_N"
 done
+steady_cases

@@ -12,7 +12,9 @@
  *   ism-nats [options] js-pub-n SUBJECT COUNT DATA COUNT JetStream publishes, pipelined;
  *                                                  in DATA "%n" becomes 1..COUNT, "%r"
  *                                                  (n-1) modulo --mod, "%t" the time
- *                                                  of publication in Unix microseconds
+ *                                                  of publication in Unix microseconds;
+ *                                                  with --rate R, R messages a second at
+ *                                                  a steady pace instead of at once
  *   ism-nats [options] stream-add NAME [--workqueue] [--max-msg-size N]
  *                                  [--duplicate-window MS] SUBJECT...
  *   ism-nats [options] stream-info NAME            print key=value lines
@@ -26,11 +28,12 @@
  *   ism-nats [options] take-pull STREAM CONSUMER ACK HOLD  the same from a pull consumer
  *
  * Options: -s URL (default nats://127.0.0.1:4222), -t TIMEOUT_MS (default
- * 5000), --mod M (for js-pub-n), --msg-id ID (for js-pub), --reply SUBJECT (for pub),
- * --user U --password P, --token T, --creds FILE, --ca FILE,
+ * 5000), --mod M and --rate R (for js-pub-n), --msg-id ID (for js-pub),
+ * --reply SUBJECT (for pub), --user U --password P, --token T, --creds FILE, --ca FILE,
  * --cert FILE --key FILE.  DATA "-" reads standard input.
  * Exit status: 0 on success, 1 on a NATS error or timeout, 2 on bad usage.
  */
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +44,7 @@
 
 static int64_t timeout_ms = 5000;
 static long mod = 1;				/* for "%r" in js-pub-n */
+static double rate = 0;				/* js-pub-n's messages a second; 0: at once */
 static const char *msg_id = NULL;	/* Nats-Msg-Id for js-pub */
 static const char *reply_to = NULL;	/* reply subject for pub */
 
@@ -331,6 +335,27 @@ expand(char *buf, size_t cap, const char *data, long i)
 	return (int) n;
 }
 
+/*
+ * With --rate, sleep until the i-th message (from 0) is due, i / rate
+ * seconds after start: a steady offered load, as a service's clients make
+ * it, rather than a burst.  Due times are absolute, so a late wake-up
+ * does not slow the pace that follows.
+ */
+static void
+pace(const struct timespec *start, long i)
+{
+	long long	ns;
+	struct timespec due;
+
+	if (rate <= 0)
+		return;
+	ns = start->tv_nsec + (long long) ((double) i * 1e9 / rate);
+	due.tv_sec = start->tv_sec + ns / 1000000000;
+	due.tv_nsec = ns % 1000000000;
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL) == EINTR)
+		;
+}
+
 /* COUNT messages of DATA (see expand), up to 4096 awaiting their PubAck at a time. */
 static int
 cmd_js_pub_n(jsCtx *js, const char *subject, long count, const char *arg)
@@ -341,9 +366,14 @@ cmd_js_pub_n(jsCtx *js, const char *subject, long count, const char *arg)
 	char	   *buf = malloc(cap);
 	jsPubOptions po;
 	natsStatus	s = NATS_OK;
+	struct timespec start;
 
+	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (long i = 0; s == NATS_OK && i < count; i++)
+	{
+		pace(&start, i);
 		s = js_PublishAsync(js, subject, buf, expand(buf, cap, data, i), NULL);
+	}
 	free(buf);
 	jsPubOptions_Init(&po);
 	po.MaxWait = timeout_ms;
@@ -471,6 +501,8 @@ main(int argc, char **argv)
 			timeout_ms = atoll(val);
 		else if (strcmp(opt, "--mod") == 0)
 			mod = atol(val) > 0 ? atol(val) : 1;
+		else if (strcmp(opt, "--rate") == 0)
+			rate = atof(val);
 		else if (strcmp(opt, "--msg-id") == 0)
 			msg_id = val;
 		else if (strcmp(opt, "--reply") == 0)
