@@ -39,7 +39,8 @@ REGRESS_OPTS = --inputdir=test/regress \
 TAP_TESTS    = 1
 PROVE_TESTS  = test/t/*.pl
 
-EXTRA_CLEAN  = test/ism-nats tmp_check_regress bench/route_bench bench/json_bench bench/external-consumer
+EXTRA_CLEAN  = test/ism-nats tmp_check_regress bench/route_bench bench/json_bench bench/external-consumer \
+               bench/upstream-router
 
 PG_CONFIG   ?= pg_config
 PGXS        := $(shell $(PG_CONFIG) --pgxs)
@@ -70,8 +71,11 @@ bench/json_bench: bench/json_bench.c src/json.c src/json_number.c src/json.h fuz
 		-o $@ bench/json_bench.c src/json.c src/json_number.c fuzz/backend_shim.c \
 		$(shell $(PG_CONFIG) --pkglibdir)/libpgcommon.a $(shell $(PG_CONFIG) --pkglibdir)/libpgport.a -lm
 
-# The external consumers the tables benchmark compares ism_state with.
+# The external consumers the tables benchmark compares ism_state with, and
+# the upstream router's algorithm the router benchmark does.
 bench/external-consumer: bench/external_consumer.c
+bench/upstream-router: bench/upstream_router.c
+bench/external-consumer bench/upstream-router:
 	$(CC) -O2 -Wall -Wextra -Werror -I$(shell pg_config --includedir) -o $@ $< -lnats -lpq -lcjson -lm
 
 bench-routes: bench/route_bench

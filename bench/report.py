@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The benchmark's report: medians, spreads and ratios from tables.tsv,
-latency.tsv and router.txt, the machine it ran on, and gnuplot plots.
+latency.tsv and router.tsv (any may be missing), the machine it ran on,
+and gnuplot plots.
 
     bench/report.py OUT_DIR MODE
 """
@@ -72,105 +73,106 @@ def cpu_per_record(row):
     return float(row["cpu_s"]) * 1e6 / int(row["records"])
 
 
-def summary(rows, name, field):
+def summary(rows, name, field, **match):
     values = [float(r[field]) for r in rows
-              if r["case"] == name and r.get(field) not in (None, "")]
+              if r["case"] == name and r.get(field) not in (None, "")
+              and all(r[k] == v for k, v in match.items())]
     if not values:
         return None
     return statistics.median(values), min(values), max(values)
 
 
-rows = load_rows(os.path.join(out, "tables.tsv"))
-for r in rows:
-    r["acked_per_s"] = acked_rate(r)
-    r["cpu_us"] = cpu_per_record(r)
-lines = [f"# ism_state benchmark ({mode})", "",
-         f"Machine: {machine()}.", "",
-         "Run with `bench/run.sh " + mode + "`; every case "
-         "in the same session on the same stack, rounds interleaved. "
-         "Records/s from the first publish to the last commit; latency from "
-         "publish to commit per record; CPU and peak private memory (RssAnon) "
-         "of the consumer (external ones: the program plus its backend; two "
-         "writers: CPU of both, memory of the first; COPY: its backend's CPU). "
-         "Records/s to the last "
-         "ack: from the first publish to the consumer's last ack (JetStream's "
-         "ack floor).", ""]
-if any(r["case"].endswith("-drain") for r in rows):
-    lines[-2] += (" Drain cases: every record waits in JetStream before the writer "
-                  "consumes (its route removed meanwhile); records/s from loading the "
-                  "route again to the last commit (no latency: it would be the wait).")
-if mode == "ha":
-    lines += ["Every case with a streaming standby of the cluster on the same machine "
-              "(pg_basebackup -R, a replication slot), asynchronous and "
-              "ism_state.ack_after = commit unless the case says otherwise.", ""]
-lines += ["| case | records | records/s median | spread | records/s to last ack | "
-          "p50 ms | p99 ms | CPU s | CPU µs/record | peak RSS MB | rows |",
-          "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
-medians = {}
-for name, label in CASES:
-    s = summary(rows, name, "records_per_s")
-    if s is None:
-        continue
-    medians[name] = s[0]
-    case_rows = [r for r in rows if r["case"] == name]
+def tables_section(rows):
+    """The tables benchmark: its table, ratios, and the medians by case."""
+    lines = ["", "Run with `bench/run.sh " + mode + "`; every case "
+             "in the same session on the same stack, rounds interleaved. "
+             "Records/s from the first publish to the last commit; latency from "
+             "publish to commit per record; CPU and peak private memory (RssAnon) "
+             "of the consumer (external ones: the program plus its backend; two "
+             "writers: CPU of both, memory of the first; COPY: its backend's CPU). "
+             "Records/s to the last "
+             "ack: from the first publish to the consumer's last ack (JetStream's "
+             "ack floor).", ""]
+    if any(r["case"].endswith("-drain") for r in rows):
+        lines[-2] += (" Drain cases: every record waits in JetStream before the writer "
+                      "consumes (its route removed meanwhile); records/s from loading the "
+                      "route again to the last commit (no latency: it would be the wait).")
+    if mode == "ha":
+        lines += ["Every case with a streaming standby of the cluster on the same machine "
+                  "(pg_basebackup -R, a replication slot), asynchronous and "
+                  "ism_state.ack_after = commit unless the case says otherwise.", ""]
+    lines += ["| case | records | records/s median | spread | records/s to last ack | "
+              "p50 ms | p99 ms | CPU s | CPU µs/record | peak RSS MB | rows |",
+              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+    medians = {}
+    for name, label in CASES:
+        s = summary(rows, name, "records_per_s")
+        if s is None:
+            continue
+        medians[name] = s[0]
+        case_rows = [r for r in rows if r["case"] == name]
 
-    def med(field, form="{:.1f}"):
-        m = summary(rows, name, field)
-        return "" if m is None else form.format(m[0])
-    checks = sorted({r["check"] for r in case_rows})
-    lines.append(f"| {label} | {case_rows[0]['records']} | {s[0]:,.0f} | {s[1]:,.0f} .. {s[2]:,.0f} | "
-                 f"{med('acked_per_s', '{:,.0f}')} | "
-                 f"{med('p50_ms')} | {med('p99_ms')} | {med('cpu_s', '{:.2f}')} | {med('cpu_us', '{:.2f}')} | "
-                 f"{med('peak_rss_mb')} | "
-                 f"{', '.join(checks)} |")
+        def med(field, form="{:.1f}"):
+            m = summary(rows, name, field)
+            return "" if m is None else form.format(m[0])
+        checks = sorted({r["check"] for r in case_rows})
+        lines.append(f"| {label} | {case_rows[0]['records']} | {s[0]:,.0f} | {s[1]:,.0f} .. {s[2]:,.0f} | "
+                     f"{med('acked_per_s', '{:,.0f}')} | "
+                     f"{med('p50_ms')} | {med('p99_ms')} | {med('cpu_s', '{:.2f}')} | "
+                     f"{med('cpu_us', '{:.2f}')} | {med('peak_rss_mb')} | "
+                     f"{', '.join(checks)} |")
 
-restarted = [f"{r['case']} round {r['round']}" for r in rows if "restarted" in r["check"]]
-if restarted:
-    lines += ["", f"**A writer died and was restarted** during {len(restarted)} runs "
-              f"({', '.join(restarted)}): see the server's log; their figures are in the "
-              "medians (their messages came back after ack_wait)."]
+    restarted = [f"{r['case']} round {r['round']}" for r in rows if "restarted" in r["check"]]
+    if restarted:
+        lines += ["", f"**A writer died and was restarted** during {len(restarted)} runs "
+                  f"({', '.join(restarted)}): see the server's log; their figures are in the "
+                  "medians (their messages came back after ack_wait)."]
 
-targets = [(a, b, target) for a, b, target in
-           [("ism-1", "copy", "≥ 0.5"), ("ism-1-drain", "copy", "≥ 0.30, #18"),
-            ("ism-100-drain", "copy", "drain into 100 tables"), ("ism-1", "up-1", "≥ 10"),
-            ("ism-100", "up-100", "≥ 10"), ("ism-1", "tuned-1", "≥ 2"),
-            ("ism-100", "tuned-100", "≥ 2"), ("ism-1-claims", "ism-1", "cost of claims")]
-           if a in medians and b in medians]
-if targets:
-    lines += ["", "Ratios of medians (targets in parentheses):", ""]
-    lines += [f"- {a} / {b}: **{medians[a] / medians[b]:.2f}** ({target})" for a, b, target in targets]
+    targets = [(a, b, target) for a, b, target in
+               [("ism-1", "copy", "≥ 0.5"), ("ism-1-drain", "copy", "≥ 0.30, #18"),
+                ("ism-100-drain", "copy", "drain into 100 tables"), ("ism-1", "up-1", "≥ 10"),
+                ("ism-100", "up-100", "≥ 10"), ("ism-1", "tuned-1", "≥ 2"),
+                ("ism-100", "tuned-100", "≥ 2"), ("ism-1-claims", "ism-1", "cost of claims")]
+               if a in medians and b in medians]
+    if targets:
+        lines += ["", "Ratios of medians (targets in parentheses):", ""]
+        lines += [f"- {a} / {b}: **{medians[a] / medians[b]:.2f}** ({target})" for a, b, target in targets]
 
-copy_cpu = summary(rows, "copy", "cpu_us")
-if copy_cpu is not None:
-    lines += ["", f"CPU per record (medians; COPY's backend: **{copy_cpu[0]:.2f} µs** per row):", ""]
-    for name, _ in CASES:
-        m = summary(rows, name, "cpu_us")
-        if m is not None and name != "copy":
-            lines.append(f"- {name}: {m[0]:.2f} µs/record, **{m[0] / copy_cpu[0]:.1f}×** COPY's")
+    copy_cpu = summary(rows, "copy", "cpu_us")
+    if copy_cpu is not None:
+        lines += ["", f"CPU per record (medians; COPY's backend: **{copy_cpu[0]:.2f} µs** per row):", ""]
+        for name, _ in CASES:
+            m = summary(rows, name, "cpu_us")
+            if m is not None and name != "copy":
+                lines.append(f"- {name}: {m[0]:.2f} µs/record, **{m[0] / copy_cpu[0]:.1f}×** COPY's")
 
-ha = [(a, b) for a, b in [("ism-1-replicated", "ism-1"), ("ism-1-sync", "ism-1"),
-                          ("ism-100-replicated", "ism-100"), ("ism-100-sync", "ism-100"),
-                          ("ism-1-2w", "ism-1"), ("ism-100-2w", "ism-100")]
-      if a in medians and b in medians]
-if ha:
-    lines += ["", "High availability, ratios of medians (case / baseline):", "",
-              "| case / baseline | records/s | records/s to last ack | p50 ms | p99 ms |",
-              "|---|---:|---:|---:|---:|"]
-    for a, b in ha:
-        cells = []
-        for field in ("records_per_s", "acked_per_s", "p50_ms", "p99_ms"):
-            x, y = summary(rows, a, field), summary(rows, b, field)
-            cells.append("" if x is None or y is None else f"{x[0] / y[0]:.2f}")
-        lines.append(f"| {a} / {b} | " + " | ".join(cells) + " |")
-    per_writer = [(name, [r["per_writer"] for r in rows if r["case"] == name])
-                  for name, _ in CASES if name.endswith("-2w") and name in medians]
-    if per_writer:
-        lines += ["", "Records each writer wrote, round by round (pg_stat_ism_tables):", ""]
-        lines += [f"- {name}: {', '.join(values)}" for name, values in per_writer]
+    ha = [(a, b) for a, b in [("ism-1-replicated", "ism-1"), ("ism-1-sync", "ism-1"),
+                              ("ism-100-replicated", "ism-100"), ("ism-100-sync", "ism-100"),
+                              ("ism-1-2w", "ism-1"), ("ism-100-2w", "ism-100")]
+          if a in medians and b in medians]
+    if ha:
+        lines += ["", "High availability, ratios of medians (case / baseline):", "",
+                  "| case / baseline | records/s | records/s to last ack | p50 ms | p99 ms |",
+                  "|---|---:|---:|---:|---:|"]
+        for a, b in ha:
+            cells = []
+            for field in ("records_per_s", "acked_per_s", "p50_ms", "p99_ms"):
+                x, y = summary(rows, a, field), summary(rows, b, field)
+                cells.append("" if x is None or y is None else f"{x[0] / y[0]:.2f}")
+            lines.append(f"| {a} / {b} | " + " | ".join(cells) + " |")
+        per_writer = [(name, [r["per_writer"] for r in rows if r["case"] == name])
+                      for name, _ in CASES if name.endswith("-2w") and name in medians]
+        if per_writer:
+            lines += ["", "Records each writer wrote, round by round (pg_stat_ism_tables):", ""]
+            lines += [f"- {name}: {', '.join(values)}" for name, values in per_writer]
 
-latency = os.path.join(out, "latency.tsv")
-if os.path.exists(latency):
-    steady = load_rows(latency)
+    return lines, medians
+
+
+def latency_section(path):
+    """ism-1 at steady offered loads: a table, latency.dat and latency.png."""
+    steady = load_rows(path)
+    lines = []
     points = sorted({(int(r["batch_window_ttl"]), int(r["load_pct"])) for r in steady})
 
     def steady_median(ttl, load, field):
@@ -212,11 +214,49 @@ if os.path.exists(latency):
         set xlabel 'offered load, % of the burst rate'; set ylabel 'ms (log scale)';
         set logscale y; set grid; set key outside right; set xrange [0:100]; set xtics 25;
         plot {', '.join(plots)}"""], check=True)
+    return lines
 
-router = os.path.join(out, "router.txt")
+
+def router_section(rows):
+    """ism_state's router beside the upstream router's algorithm, case by case."""
+    lines = ["", "## Router", "",
+             "`bench/router_bench.sh`: ism_state's router and the upstream router's "
+             "algorithm (`bench/upstream_router.c`: per message the Python state "
+             "router's catalog queries and round trips, in C) on the same consumer, "
+             "one at a time, in the same rounds. Messages or rows per second from the "
+             "first publish to the router's last ack; CPU seconds of the router (the "
+             "upstream algorithm: the program and its backend); ism_state's router's "
+             "peak private memory (RssAnon).", "",
+             "| case | unit | ism_state median | spread | upstream median | spread | "
+             "ism_state / upstream | CPU s, ism_state | CPU s, upstream | ism_state peak RSS MB |",
+             "|---|---|---:|---|---:|---|---:|---:|---:|---:|"]
+    for name in dict.fromkeys(r["case"] for r in rows):
+        first = next(r for r in rows if r["case"] == name)
+        ism, up = (summary(rows, name, "per_s", router=x) for x in ("ism", "upstream"))
+        cpu_ism, cpu_up = (summary(rows, name, "cpu_s", router=x) for x in ("ism", "upstream"))
+        rss = summary(rows, name, "peak_rss_mb", router="ism")
+        lines.append(f"| {first['label']} | {first['unit']} | {ism[0]:,.0f} | "
+                     f"{ism[1]:,.0f} .. {ism[2]:,.0f} | {up[0]:,.0f} | {up[1]:,.0f} .. {up[2]:,.0f} | "
+                     f"**{ism[0] / up[0]:.1f}×** | {cpu_ism[0]:.2f} | {cpu_up[0]:.2f} | {rss[0]:.1f} |")
+    return lines
+
+
+lines = [f"# ism_state benchmark ({mode})", "", f"Machine: {machine()}."]
+medians = {}
+tables = os.path.join(out, "tables.tsv")
+if os.path.exists(tables):
+    rows = load_rows(tables)
+    for r in rows:
+        r["acked_per_s"] = acked_rate(r)
+        r["cpu_us"] = cpu_per_record(r)
+    section, medians = tables_section(rows)
+    lines += section
+latency = os.path.join(out, "latency.tsv")
+if os.path.exists(latency):
+    lines += latency_section(latency)
+router = os.path.join(out, "router.tsv")
 if os.path.exists(router):
-    with open(router) as f:
-        lines += ["", "## Router", "", "```", f.read().strip(), "```"]
+    lines += router_section(load_rows(router))
 
 rss = os.path.join(out, "rss.tsv")
 if os.path.exists(rss):
@@ -241,17 +281,18 @@ if os.path.exists(rss):
         set xlabel 'seconds'; set ylabel 'MB'; set yrange [0:{max(mbs) * 1.5:.0f}]; set grid;
         plot '{out}/rss.dat' using 1:2 with lines title 'RssAnon'"""], check=True)
 
-with open(os.path.join(out, "tables.dat"), "w") as f:
-    for name, label in CASES:
-        if name in medians:
-            f.write(f'"{name}" {medians[name]:.0f}\n')
-subprocess.run(["gnuplot", "-e", f"""
-    set terminal png size 900,450 noenhanced; set output '{out}/tables.png';
-    set title 'Records per second into PostgreSQL (median)'; set style fill solid;
-    set boxwidth 0.6; set logscale y; set grid y; set ylabel 'records/s (log scale)';
-    plot '{out}/tables.dat' using 0:2:xtic(1) with boxes notitle,
-         '' using 0:2:(sprintf('%.0f', $2)) with labels offset 0,1 notitle"""], check=True)
-lines += ["", "![records per second](tables.png)"]
+if medians:
+    with open(os.path.join(out, "tables.dat"), "w") as f:
+        for name, label in CASES:
+            if name in medians:
+                f.write(f'"{name}" {medians[name]:.0f}\n')
+    subprocess.run(["gnuplot", "-e", f"""
+        set terminal png size 900,450 noenhanced; set output '{out}/tables.png';
+        set title 'Records per second into PostgreSQL (median)'; set style fill solid;
+        set boxwidth 0.6; set logscale y; set grid y; set ylabel 'records/s (log scale)';
+        plot '{out}/tables.dat' using 0:2:xtic(1) with boxes notitle,
+             '' using 0:2:(sprintf('%.0f', $2)) with labels offset 0,1 notitle"""], check=True)
+    lines += ["", "![records per second](tables.png)"]
 if os.path.exists(latency):
     lines += ["", "![latency at a steady load](latency.png)"]
 if os.path.exists(rss):

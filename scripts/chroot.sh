@@ -213,7 +213,8 @@ run_in_chroot() {
 	(cd "$REPO" && tar --exclude=.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
 		--exclude=./test/ism-nats --exclude=./tmp_check --exclude=./tmp_check_regress \
 		--exclude=./results --exclude=./log --exclude=./bench/route_bench --exclude=./bench/json_bench \
-		--exclude=./bench/external-consumer --exclude=./fuzz/findings -cf - .) |
+		--exclude=./bench/external-consumer --exclude=./bench/upstream-router \
+		--exclude=./fuzz/findings -cf - .) |
 		tar -C "$src" -xf -
 	chmod 755 "$src"
 	local status=0

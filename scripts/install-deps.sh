@@ -47,7 +47,7 @@ PACKAGES=(
 )
 if [ "${1:-}" = --bench ]; then
 	PACKAGES+=(
-		libpq-dev           # bench/external_consumer.c: the external consumers
+		libpq-dev           # bench/external_consumer.c, upstream_router.c: the external consumers
 		libcjson-dev        # and their JSON (ism_state parses with PostgreSQL's lexer)
 		gnuplot-nox         # bench/run.sh: the plots
 	)

@@ -227,6 +227,7 @@ cmd_consumer_info(jsCtx *js, const char *stream, const char *name)
 	printf("num_pending=%llu\n", (unsigned long long) ci->NumPending);
 	printf("num_ack_pending=%lld\n", (long long) ci->NumAckPending);
 	printf("num_redelivered=%lld\n", (long long) ci->NumRedelivered);
+	printf("num_waiting=%lld\n", (long long) ci->NumWaiting);
 	jsConsumerInfo_Destroy(ci);
 	return 0;
 }
