@@ -73,10 +73,11 @@ bench/json_bench: bench/json_bench.c src/json.c src/json_number.c src/json.h fuz
 
 # The external consumers the tables benchmark compares ism_state with, and
 # the upstream router's algorithm the router benchmark does.
-bench/external-consumer: bench/external_consumer.c
-bench/upstream-router: bench/upstream_router.c
+bench/external-consumer: bench/external_consumer.c bench/bench_util.c bench/bench_util.h
+bench/upstream-router: bench/upstream_router.c bench/bench_util.c bench/bench_util.h
 bench/external-consumer bench/upstream-router:
-	$(CC) -O2 -Wall -Wextra -Werror -I$(shell pg_config --includedir) -o $@ $< -lnats -lpq -lcjson -lm
+	$(CC) -O2 -Wall -Wextra -Werror -I$(shell pg_config --includedir) -o $@ $< bench/bench_util.c \
+		-lnats -lpq -lcjson -lm
 
 bench-routes: bench/route_bench
 	bench/route_bench

@@ -109,6 +109,10 @@
 #include <libpq-fe.h>
 #include <nats/nats.h>
 
+#include "bench_util.h"
+
+const char *bench_program = "external-consumer";
+
 #define FETCH_WAIT_MS	1000
 #define MAX_PARAMS		60000	/* bind parameters in one tuned INSERT */
 #define MIN_WINDOW_S	5		/* shorter batchWindowTTLs start no timer */
@@ -140,13 +144,6 @@ typedef struct PtrList
 	int			n;
 	int			cap;
 } PtrList;
-
-typedef struct Buf
-{
-	char	   *data;
-	size_t		len;
-	size_t		cap;
-} Buf;
 
 /*
  * processor.properties (core-go TableProcessorConfig); a JSON null clears a
@@ -217,62 +214,7 @@ static long nmessages;
 static double first_message_at;
 static double last_commit_at;
 
-/* ---- small helpers --------------------------------------------------- */
-
-static void
-vreport(const char *fmt, va_list ap)
-{
-	fprintf(stderr, "external-consumer: ");
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-}
-
-static void
-warn(const char *fmt,...) __attribute__((format(printf, 1, 2)));
-static void
-warn(const char *fmt,...)
-{
-	va_list		ap;
-
-	va_start(ap, fmt);
-	vreport(fmt, ap);
-	va_end(ap);
-}
-
-static void
-die(const char *fmt,...) __attribute__((format(printf, 1, 2), noreturn));
-static void
-die(const char *fmt,...)
-{
-	va_list		ap;
-
-	va_start(ap, fmt);
-	vreport(fmt, ap);
-	va_end(ap);
-	exit(1);
-}
-
-static void
-nats_die(const char *what, natsStatus s, jsErrCode jerr)
-{
-	if (jerr)
-		die("%s: %s (JetStream error %d)", what, natsStatus_GetText(s), (int) jerr);
-	die("%s: %s", what, natsStatus_GetText(s));
-}
-
-static void *
-need(void *p)
-{
-	if (p == NULL)
-		die("out of memory");
-	return p;
-}
-
-static char *
-xstrdup(const char *s)
-{
-	return need(strdup(s));
-}
+/* ---- small helpers (more in bench_util.c) ---------------------------- */
 
 static double
 now_s(void)
@@ -301,30 +243,6 @@ list_has_string(const PtrList *l, const char *s)
 		if (strcmp(l->items[i], s) == 0)
 			return true;
 	return false;
-}
-
-static void
-buf_add(Buf *b, const char *fmt,...) __attribute__((format(printf, 2, 3)));
-static void
-buf_add(Buf *b, const char *fmt,...)
-{
-	va_list		ap;
-	int			n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		die("could not format a statement");
-	if (b->len + n + 1 > b->cap)
-	{
-		b->cap = 2 * (b->len + n + 1);
-		b->data = need(realloc(b->data, b->cap));
-	}
-	va_start(ap, fmt);
-	vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
-	va_end(ap);
-	b->len += n;
 }
 
 static void

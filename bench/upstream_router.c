@@ -99,6 +99,10 @@
 #include <libpq-fe.h>
 #include <nats/nats.h>
 
+#include "bench_util.h"
+
+const char *bench_program = "upstream-router";
+
 #define FIRST_WAIT_MS	100		/* ismcore consume: backoff_base 0.1 s */
 #define LAST_WAIT_MS	1000	/* max_backoff 1 s */
 #define MONITOR			"processor/monitor"
@@ -112,13 +116,6 @@ typedef struct Options
 	const char *conninfo;
 	int			fetch;
 } Options;
-
-typedef struct Buf
-{
-	char	   *data;
-	size_t		len;
-	size_t		cap;
-} Buf;
 
 /* one entry of the routing file */
 typedef struct Route
@@ -184,62 +181,7 @@ static long nmessages;
 static long npublished;
 static volatile sig_atomic_t stopping;
 
-/* ---- small helpers (as bench/external_consumer.c) ---------------------- */
-
-static void
-vreport(const char *fmt, va_list ap)
-{
-	fprintf(stderr, "upstream-router: ");
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-}
-
-static void
-warn(const char *fmt,...) __attribute__((format(printf, 1, 2)));
-static void
-warn(const char *fmt,...)
-{
-	va_list		ap;
-
-	va_start(ap, fmt);
-	vreport(fmt, ap);
-	va_end(ap);
-}
-
-static void
-die(const char *fmt,...) __attribute__((format(printf, 1, 2), noreturn));
-static void
-die(const char *fmt,...)
-{
-	va_list		ap;
-
-	va_start(ap, fmt);
-	vreport(fmt, ap);
-	va_end(ap);
-	exit(1);
-}
-
-static void
-nats_die(const char *what, natsStatus s, jsErrCode jerr)
-{
-	if (jerr)
-		die("%s: %s (JetStream error %d)", what, natsStatus_GetText(s), (int) jerr);
-	die("%s: %s", what, natsStatus_GetText(s));
-}
-
-static void *
-need(void *p)
-{
-	if (p == NULL)
-		die("out of memory");
-	return p;
-}
-
-static char *
-xstrdup(const char *s)
-{
-	return need(strdup(s));
-}
+/* ---- small helpers (more in bench_util.c) ------------------------------- */
 
 static bool
 failf(char *err, const char *fmt,...) __attribute__((format(printf, 2, 3)));
@@ -252,30 +194,6 @@ failf(char *err, const char *fmt,...)
 	vsnprintf(err, ERR_LEN, fmt, ap);
 	va_end(ap);
 	return false;
-}
-
-static void
-buf_add(Buf *b, const char *fmt,...) __attribute__((format(printf, 2, 3)));
-static void
-buf_add(Buf *b, const char *fmt,...)
-{
-	va_list		ap;
-	int			n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		die("could not format a statement");
-	if (b->len + n + 1 > b->cap)
-	{
-		b->cap = 2 * (b->len + n + 1);
-		b->data = need(realloc(b->data, b->cap));
-	}
-	va_start(ap, fmt);
-	vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
-	va_end(ap);
-	b->len += n;
 }
 
 /* A string parameter as psycopg2 quotes it into the statement. */
