@@ -60,6 +60,20 @@ xstrdup(const char *s)
 	return need(strdup(s));
 }
 
+/* A connection to url and its JetStream context, or the program exits. */
+void
+bench_connect(const char *url, natsConnection **nc, jsCtx **js)
+{
+	natsStatus	s;
+
+	s = natsConnection_ConnectTo(nc, url);
+	if (s != NATS_OK)
+		nats_die("could not connect to NATS", s, 0);
+	s = natsConnection_JetStream(js, *nc, NULL);
+	if (s != NATS_OK)
+		nats_die("could not open JetStream", s, 0);
+}
+
 /* printf onto the end of b */
 void
 buf_add(Buf *b, const char *fmt,...)

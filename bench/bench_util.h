@@ -26,6 +26,7 @@ extern void die(const char *fmt,...) __attribute__((format(printf, 1, 2), noretu
 extern void nats_die(const char *what, natsStatus s, jsErrCode jerr) __attribute__((noreturn));
 extern void *need(void *p);
 extern char *xstrdup(const char *s);
+extern void bench_connect(const char *url, natsConnection **nc, jsCtx **js);
 extern void buf_add(Buf *b, const char *fmt,...) __attribute__((format(printf, 2, 3)));
 
 #endif							/* BENCH_UTIL_H */

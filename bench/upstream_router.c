@@ -1224,12 +1224,7 @@ subscribe(void)
 	jsErrCode	jerr = 0;
 	natsStatus	s;
 
-	s = natsConnection_ConnectTo(&nc, opt.url);
-	if (s != NATS_OK)
-		nats_die("could not connect to NATS", s, 0);
-	s = natsConnection_JetStream(&js, nc, NULL);
-	if (s != NATS_OK)
-		nats_die("could not open JetStream", s, 0);
+	bench_connect(opt.url, &nc, &js);
 	jsSubOptions_Init(&so);
 	so.Stream = opt.stream;
 	so.Consumer = opt.durable;
